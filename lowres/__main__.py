@@ -1,0 +1,3 @@
+from lowres.cli import main
+
+main()

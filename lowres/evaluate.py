@@ -1,0 +1,162 @@
+"""Evaluation: sample n completions per question, grade them with the task, summarise.
+
+Metrics (as the paper reports them): for each of the n sample indices j, accuracy_j is the share of
+questions whose j-th completion is correct; we report mean ± std of accuracy_j over j. Also the
+unbiased pass@k (Chen et al., 2021), the format-error rate and the mean completion length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lowres.prompting import ChatTemplate, render_prompt
+from lowres.tasks import Task
+from lowres.ui import console, progress
+
+
+@dataclass
+class GenerationSettings:
+    n_samples: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    batch_size: int = 8
+    chat_template: ChatTemplate = "model"
+    seed: int = 0
+
+
+@dataclass
+class EvalResult:
+    task: str
+    model: str
+    n_questions: int
+    n_samples: int
+    accuracy_mean: float
+    accuracy_std: float
+    pass_at_k: dict[str, float]
+    format_error_rate: float
+    mean_completion_tokens: float
+    truncated_rate: float
+    per_category: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"{self.task}: {100 * self.accuracy_mean:.1f} ± {100 * self.accuracy_std:.1f} "
+                f"(n={self.n_questions}×{self.n_samples}, format errors "
+                f"{100 * self.format_error_rate:.0f}%)")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one question with n samples of which c are correct."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+@dataclass
+class Sample:
+    question_id: str
+    sample_index: int
+    prompt: str
+    completion: str
+    n_tokens: int
+    truncated: bool
+    extracted: str | None
+    formatted: bool
+    correct: bool
+    reward: float
+    category: str | None = None
+
+
+def generate_completions(model, tokenizer, prompts: list[str], settings: GenerationSettings,
+                         description: str = "generating") -> list[list[tuple[str, int, bool]]]:
+    """For each prompt, n completions as (text, n_tokens, hit_max_new_tokens). Batched, left-padded."""
+    import torch
+
+    torch.manual_seed(settings.seed)
+    tokenizer.padding_side = "left"
+    jobs = [(i, j) for i in range(len(prompts)) for j in range(settings.n_samples)]
+    out: list[list[Any]] = [[None] * settings.n_samples for _ in prompts]
+    do_sample = settings.temperature > 0
+    eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    with progress() as bar:
+        task_id = bar.add_task(description, total=len(jobs))
+        for start in range(0, len(jobs), settings.batch_size):
+            batch = jobs[start:start + settings.batch_size]
+            enc = tokenizer([prompts[i] for i, _ in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                gen = model.generate(
+                    **enc, max_new_tokens=settings.max_new_tokens, do_sample=do_sample,
+                    temperature=settings.temperature if do_sample else None,
+                    top_p=settings.top_p if do_sample else None, top_k=None,
+                    pad_token_id=tokenizer.pad_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            for row, (i, j) in zip(new, batch, strict=True):
+                ids = row.tolist()
+                # Length up to and including the first end-of-sequence token.
+                n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
+                truncated = n == len(ids) and ids[-1] not in eos
+                text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+                out[i][j] = (text, n, truncated)
+            bar.advance(task_id, len(batch))
+    return out
+
+
+def evaluate_task(model, tokenizer, task: Task, rows: list[dict], settings: GenerationSettings,
+                  model_name: str = "model", out_dir: Path | None = None) -> EvalResult:
+    """Generate, grade, summarise; write results.json and samples.jsonl into `out_dir` if given."""
+    started = time.time()
+    prompts = [render_prompt(tokenizer, task.prompt(row), settings.chat_template) for row in rows]
+    completions = generate_completions(model, tokenizer, prompts, settings,
+                                       description=f"eval {task.name}")
+    samples: list[Sample] = []
+    for row, prompt, outs in zip(rows, prompts, completions, strict=True):
+        for j, (text, n_tokens, truncated) in enumerate(outs):
+            score = task.score(text, row)
+            samples.append(Sample(str(row.get("id", len(samples))), j, prompt, text, n_tokens, truncated,
+                                  score.extracted, score.formatted, score.correct, score.reward,
+                                  row.get("category")))
+    result = summarise(task.name, model_name, samples, settings.n_samples, len(rows))
+    result.seconds = round(time.time() - started, 1)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.json").write_text(json.dumps(asdict(result), indent=2))
+        with (out_dir / "samples.jsonl").open("w") as f:
+            for s in samples:
+                f.write(json.dumps(asdict(s)) + "\n")
+    console.print(result.summary())
+    return result
+
+
+def summarise(task_name: str, model_name: str, samples: list[Sample], n_samples: int,
+              n_questions: int) -> EvalResult:
+    per_index = [statistics.fmean(s.correct for s in samples if s.sample_index == j)
+                 for j in range(n_samples)]
+    by_question: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_question[s.question_id].append(s)
+    ks = [k for k in (1, 2, 4, 8, 16) if k <= n_samples]
+    passk = {f"pass@{k}": statistics.fmean(pass_at_k(len(v), sum(s.correct for s in v), k)
+                                           for v in by_question.values()) for k in ks}
+    categories: dict[str, list[bool]] = defaultdict(list)
+    for s in samples:
+        if s.category:
+            categories[s.category].append(s.correct)
+    return EvalResult(
+        task=task_name, model=model_name, n_questions=n_questions, n_samples=n_samples,
+        accuracy_mean=statistics.fmean(per_index),
+        accuracy_std=statistics.pstdev(per_index) if len(per_index) > 1 else 0.0,
+        pass_at_k=passk,
+        format_error_rate=statistics.fmean(not s.formatted for s in samples),
+        mean_completion_tokens=statistics.fmean(s.n_tokens for s in samples),
+        truncated_rate=statistics.fmean(s.truncated for s in samples),
+        per_category={c: statistics.fmean(v) for c, v in sorted(categories.items())},
+    )

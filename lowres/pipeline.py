@@ -1,0 +1,181 @@
+"""`lowres run`: a recipe's stages in order, each writing to runs/<recipe>/<stage>/.
+
+A stage that finished with the same inputs and settings is skipped (its folder holds a `done.json`
+with a fingerprint of what it was made from); a stage that was interrupted resumes from its last
+checkpoint. Evaluation scores every model the run has — the base, the merged warmup model and the
+RLVR model — on the same questions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from lowres.evaluate import EvalResult, GenerationSettings, evaluate_task
+from lowres.hardware import detect
+from lowres.models import describe_model, load_model_and_tokenizer
+from lowres.recipe import DEFAULT_RECIPE, Recipe, dump_recipe
+from lowres.tasks import get_task
+from lowres.ui import console
+
+__all__ = ["DEFAULT_RECIPE", "plan", "run_recipe"]
+
+
+def _fingerprint(*parts) -> str:
+    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
+    """What each stage's output depends on; a change anywhere upstream changes it."""
+    base = _fingerprint(recipe.model, recipe.seed)
+    warmup = _fingerprint(base, recipe.data.warmup, recipe.warmup)
+    merge = _fingerprint(warmup, recipe.merge)
+    rlvr_start = merge if recipe.rlvr.start_from == "warmup" else base
+    rlvr = _fingerprint(rlvr_start, recipe.data.target, recipe.rlvr)
+    return {"base": base, "warmup": warmup, "merge": merge, "rlvr": rlvr}
+
+
+def _is_done(folder: Path, fingerprint: str) -> bool:
+    marker = folder / "done.json"
+    try:
+        return json.loads(marker.read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+def _mark_done(folder: Path, fingerprint: str, seconds: float) -> None:
+    (folder / "done.json").write_text(json.dumps({"fingerprint": fingerprint, "seconds": round(seconds, 1)}))
+
+
+def plan(recipe: Recipe) -> Table:
+    """What `run` would do, without loading anything."""
+    table = Table(title=f"plan: {recipe.name} ({recipe.source})", title_justify="left")
+    for column in ("stage", "what", "output"):
+        table.add_column(column)
+    target = recipe.data.target
+    fingerprints = stage_fingerprints(recipe)
+    what = {
+        "warmup": f"LoRA SFT on {recipe.data.warmup.source} traces "
+                  f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base)",
+        "merge": "merge the warmup adapter into the 16-bit base",
+        "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model",
+        "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples"
+                + (f", {recipe.eval.limit} questions" if recipe.eval.limit else "")
+                + f"; models: {', '.join(_eval_labels(recipe))}",
+    }
+    for stage in recipe.stages:
+        folder = recipe.run_dir / stage
+        cached = stage in fingerprints and _is_done(folder, fingerprints[stage])
+        table.add_row(stage, what[stage] + (" [green](done, will skip)[/green]" if cached else ""), str(folder))
+    table.caption = f"model: {describe_model(recipe.model.name_or_path)}"
+    return table
+
+
+def _eval_labels(recipe: Recipe) -> list[str]:
+    labels = ["base"]
+    if "merge" in recipe.stages:
+        labels.append("warmup")
+    if "rlvr" in recipe.stages:
+        labels.append("rlvr")
+    return labels
+
+
+def run_recipe(recipe: Recipe) -> dict[str, list[EvalResult]]:
+    """Run the recipe's stages; returns eval results by model label (base, warmup, rlvr)."""
+    from lowres.train.merge import run_merge
+    from lowres.train.rlvr import run_rlvr
+    from lowres.train.warmup import run_warmup
+
+    started = time.time()
+    console.print(plan(recipe))
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    (recipe.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    fingerprints = stage_fingerprints(recipe)
+    merged = recipe.run_dir / "merge"
+
+    def stage(name: str, work) -> None:
+        folder = recipe.run_dir / name
+        if _is_done(folder, fingerprints[name]):
+            console.print(f"[green]{name}: done before with the same inputs — skipped[/green] ({folder})")
+            return
+        console.rule(name)
+        t0 = time.time()
+        work(folder)
+        _mark_done(folder, fingerprints[name], time.time() - t0)
+
+    if "warmup" in recipe.stages:
+        stage("warmup", lambda out: run_warmup(recipe, out))
+    if "merge" in recipe.stages:
+        stage("merge", lambda out: run_merge(recipe.model.name_or_path, recipe.run_dir / "warmup" / "adapter", out,
+                                             dtype=recipe.model.dtype, verify_prompts=recipe.merge.verify_prompts,
+                                             tolerance=recipe.merge.tolerance))
+    if "rlvr" in recipe.stages:
+        stage("rlvr", lambda out: run_rlvr(recipe, out_dir=out))
+
+    results: dict[str, list[EvalResult]] = {}
+    if "eval" in recipe.stages:
+        console.rule("eval")
+        rlvr_start = str(merged) if recipe.rlvr.start_from == "warmup" else recipe.model.name_or_path
+        models = {"base": (recipe.model.name_or_path, None), "warmup": (str(merged), None),
+                  "rlvr": (rlvr_start, recipe.run_dir / "rlvr" / "adapter")}
+        for label in _eval_labels(recipe):
+            results[label] = evaluate_model(recipe, *models[label], label=label)
+        console.print(results_table(results))
+    console.print(f"done in {time.time() - started:.0f} s → {recipe.run_dir}")
+    return results
+
+
+def evaluate_model(recipe: Recipe, model_ref: str, adapter: Path | None, label: str) -> list[EvalResult]:
+    """Evaluate one model (optionally with a LoRA adapter) on every eval task; cached per label."""
+    out_root = recipe.run_dir / "eval" / label
+    made_by = {"base": "base", "warmup": "merge", "rlvr": "rlvr"}[label]
+    fingerprint = _fingerprint(stage_fingerprints(recipe)[made_by], recipe.eval)
+    cached = out_root / "results.json"
+    if _is_done(out_root, fingerprint) and cached.is_file():
+        console.print(f"[green]eval {label}: done before — skipped[/green]")
+        return [EvalResult(**r) for r in json.loads(cached.read_text())]
+    t0 = time.time()
+    hw = detect(recipe.model.dtype)
+    model, tokenizer = load_model_and_tokenizer(model_ref, hw.torch_dtype, hw.device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    settings = GenerationSettings(
+        n_samples=recipe.eval.n_samples, temperature=recipe.eval.temperature, top_p=recipe.eval.top_p,
+        max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size,
+        chat_template=recipe.model.chat_template, seed=recipe.seed)
+    results = []
+    for task_name in recipe.eval.tasks:
+        task = get_task(task_name)
+        rows = task.load("test", limit=recipe.eval.limit, seed=recipe.seed)
+        results.append(evaluate_task(model, tokenizer, task, rows, settings, label, out_root / task_name))
+    out_root.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+    _mark_done(out_root, fingerprint, time.time() - t0)
+    return results
+
+
+def results_table(results: dict[str, list[EvalResult]]) -> Table:
+    """Task × model, mean ± std accuracy over samples (%)."""
+    table = Table(title="accuracy (%), mean ± std over samples", title_justify="left")
+    table.add_column("task")
+    labels = list(results)
+    for label in labels:
+        table.add_column(label, justify="right")
+    tasks = [r.task for r in next(iter(results.values()), [])]
+    for i, task in enumerate(tasks):
+        cells = []
+        for label in labels:
+            r = results[label][i]
+            cells.append(f"{100 * r.accuracy_mean:.1f} ± {100 * r.accuracy_std:.1f}")
+        table.add_row(task, *cells)
+    return table

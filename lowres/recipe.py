@@ -1,0 +1,454 @@
+"""Recipes: one YAML file describes a whole run.
+
+A recipe has sections (model, data, warmup, merge, rlvr, eval, output) that parse into the typed
+dataclasses below. Field names follow TRL / PEFT (learning_rate, num_generations, lora r/alpha…) so
+what users know about those libraries carries over.
+
+Validation is strict and talks like a person: every problem names the file, the key path and what is
+expected, and raises `RecipeError` (a `UserError`: one line, exit code 2). Overrides from the command
+line (`--set rlvr.learning_rate=1e-6`) are applied to the raw YAML before validation, so they are
+checked by the same rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lowres.errors import UserError
+
+STAGES = ("warmup", "merge", "rlvr", "eval")
+REQUIRED = object()  # sentinel default: the key must be given in the recipe
+
+
+class RecipeError(UserError):
+    """A recipe that cannot be used; the message says where and what to fix."""
+
+
+def _f(default: Any = REQUIRED, *, help: str = "", min: float | None = None, max: float | None = None,
+       min_exclusive: bool = False):
+    """A recipe field: default, one-line help, and an allowed numeric range."""
+    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive}
+    if default is REQUIRED:
+        return field(default=None, metadata={**meta, "required": True})
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _section(cls):
+    return field(default_factory=cls, metadata={"help": cls.__doc__.strip().splitlines()[0]})
+
+
+@dataclass
+class ModelSection:
+    """The model to start from."""
+
+    name_or_path: str = _f(REQUIRED, help="hub id, local folder, or embedded:smollm2-135m")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = _f("auto", help="auto: bf16 where supported")
+    max_seq_length: int = _f(2048, min=64, help="longest prompt+completion in tokens")
+    chat_template: Literal["model", "r1"] = _f(
+        "model", help="model: the model's chat template; r1: plain R1 text template")
+
+
+@dataclass
+class LoraSection:
+    """LoRA adapter settings (PEFT LoraConfig names)."""
+
+    r: int = _f(16, min=1, max=1024)
+    lora_alpha: int = _f(32, min=1)
+    lora_dropout: float = _f(0.0, min=0.0, max=0.9)
+    target_modules: list[str] = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class WarmupDataSection:
+    """Where the warmup traces come from."""
+
+    source: str = _f("kk-solver", help="kk-solver (offline, solver-written traces), or a JSONL path")
+    n_puzzles: int = _f(1000, min=1, help="puzzles to generate for kk-solver")
+    people: list[int] = _f([3, 4, 5, 6, 7], help="puzzle sizes (2-8 people)")
+    seed: int = _f(0)
+
+
+@dataclass
+class TaskDataSection:
+    """The target task and its ≤100 RLVR examples."""
+
+    task: str = _f("kk", help="a registered task: kk, math, gsm8k, humaneval_plus, mmlu_pro")
+    n_examples: int = _f(100, min=1, max=100_000, help="training examples for RLVR (the paper: ≤100)")
+    seed: int = _f(42)
+    path: str | None = _f(None, help="local data file instead of the hub")
+    category: str | None = _f(None, help="mmlu_pro category filter, e.g. physics")
+
+
+@dataclass
+class DataSection:
+    """Data for both stages."""
+
+    warmup: WarmupDataSection = _section(WarmupDataSection)
+    target: TaskDataSection = _section(TaskDataSection)
+
+
+@dataclass
+class WarmupSection:
+    """Stage 1: (Q)LoRA supervised fine-tuning on long chain-of-thought traces."""
+
+    load_in_4bit: bool = _f(True, help="QLoRA: base weights in 4-bit NF4")
+    learning_rate: float = _f(1e-4, min=0.0, min_exclusive=True)
+    num_train_epochs: float = _f(3.0, min=0.0, min_exclusive=True)
+    max_steps: int = _f(-1, min=-1, help="-1: run num_train_epochs")
+    per_device_train_batch_size: int = _f(1, min=1)
+    gradient_accumulation_steps: int = _f(8, min=1)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = _f("cosine")
+    warmup_ratio: float = _f(0.05, min=0.0, max=0.5)
+    weight_decay: float = _f(0.0, min=0.0)
+    packing: bool = _f(False)
+    eval_fraction: float = _f(0.05, min=0.0, max=0.5, help="held-out share of traces for eval loss")
+    logging_steps: int = _f(1, min=1)
+    save_steps: int = _f(50, min=1)
+    lora: LoraSection = _section(LoraSection)
+
+
+@dataclass
+class MergeSection:
+    """Merge the warmup adapter into the 16-bit base."""
+
+    verify_prompts: int = _f(3, min=0, help="prompts on which merged and base+adapter logits are compared")
+    tolerance: float = _f(1e-2, min=0.0, help="largest allowed logit difference")
+
+
+@dataclass
+class RLVRSection:
+    """Stage 2: LoRA GRPO with the task's verifiable reward (TRL GRPOConfig names)."""
+
+    start_from: Literal["warmup", "base"] = _f(
+        "warmup", help="warmup: the merged warmed-up model; base: the paper's no-warmup baseline")
+    load_in_4bit: bool = _f(False)
+    # The paper trained all weights at 1e-6. A LoRA update moves far fewer parameters, so it needs a
+    # learning rate roughly 10-100x higher to change the policy as much per step.
+    learning_rate: float = _f(5e-6, min=0.0, min_exclusive=True)
+    max_steps: int = _f(-1, min=-1)
+    num_train_epochs: float = _f(1.0, min=0.0, min_exclusive=True)
+    per_device_train_batch_size: int = _f(8, min=1)
+    gradient_accumulation_steps: int = _f(1, min=1)
+    num_generations: int = _f(8, min=2, help="completions per prompt (a GRPO group)")
+    max_prompt_length: int = _f(512, min=16)
+    max_completion_length: int = _f(1024, min=8)
+    temperature: float = _f(0.7, min=0.0, min_exclusive=True)
+    top_p: float = _f(0.95, min=0.0, max=1.0, min_exclusive=True)
+    beta: float = _f(0.0, min=0.0, help="KL coefficient; 0 as in the paper")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = _f("dapo")
+    scale_rewards: Literal["group", "batch", "none"] = _f("group")
+    epsilon: float = _f(0.2, min=0.0, min_exclusive=True)
+    epsilon_high: float | None = _f(None, min=0.0, help="DAPO clip-higher; None: same as epsilon")
+    num_iterations: int = _f(1, min=1)
+    format_reward_weight: float = _f(0.0, min=0.0, help="weight of an extra format reward")
+    zero_variance_groups: Literal["keep", "skip"] = _f(
+        "keep", help="skip: drop groups whose rewards are all equal (they carry no signal)")
+    truncation_warn_fraction: float = _f(0.5, min=0.0, max=1.0)
+    stop_after_constant_reward_steps: int = _f(0, min=0, help="0: never stop early")
+    logging_steps: int = _f(1, min=1)
+    save_steps: int = _f(25, min=1)
+    lora: LoraSection = _section(LoraSection)
+
+
+@dataclass
+class EvalSection:
+    """Evaluation after each stage."""
+
+    tasks: list[str] = _f(["kk"])
+    n_samples: int = _f(4, min=1, help="samples per question (mean accuracy ± std across them)")
+    temperature: float = _f(0.7, min=0.0)
+    top_p: float = _f(0.95, min=0.0, max=1.0, min_exclusive=True)
+    max_new_tokens: int = _f(1024, min=1)
+    limit: int | None = _f(None, min=1, help="questions per task; None: the whole test split")
+    batch_size: int = _f(8, min=1)
+
+
+@dataclass
+class OutputSection:
+    """Where runs go and what they log to."""
+
+    dir: str = _f("runs")
+    report_to: list[Literal["tensorboard", "wandb"]] = _f([])
+
+
+@dataclass
+class Recipe:
+    """A whole run."""
+
+    name: str = _f(REQUIRED, help="run name; outputs go to <output.dir>/<name>/")
+    description: str = _f("", help="one line shown by `lowres recipes list`")
+    stages: list[Literal["warmup", "merge", "rlvr", "eval"]] = _f(list(STAGES))
+    seed: int = _f(0)
+    model: ModelSection = _section(ModelSection)
+    data: DataSection = _section(DataSection)
+    warmup: WarmupSection = _section(WarmupSection)
+    merge: MergeSection = _section(MergeSection)
+    rlvr: RLVRSection = _section(RLVRSection)
+    eval: EvalSection = _section(EvalSection)
+    output: OutputSection = _section(OutputSection)
+    source: str = field(default="<dict>", repr=False, compare=False, metadata={"internal": True})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe, as YAML-ready data (written next to every stage's output)."""
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+
+# ---------------------------------------------------------------- parsing and validation
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list (each {_type_name(typing.get_args(tp)[0])})"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping (section)"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return _build(tp, value, where, source)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, where, source)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if origin is list:
+        if not isinstance(value, list):
+            raise _Mismatch
+        (item_tp,) = typing.get_args(tp)
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(_coerce(item, item_tp, f"{where}[{i}]", source))
+            except _Mismatch:
+                raise RecipeError(f"{source}: {where}[{i}]: expected {_type_name(item_tp)}, "
+                                  f"got {item!r}") from None
+        return out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads "1e-6" (no dot) as a string; accept numeric strings for floats.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise TypeError(f"unsupported recipe annotation {tp!r}")
+
+
+def _check_range(value: Any, meta: dict, where: str, source: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
+        bound = f"> {lo}" if meta.get("min_exclusive") else f">= {lo}"
+        raise RecipeError(f"{source}: {where}: must be {bound}, got {value}")
+    if hi is not None and value > hi:
+        raise RecipeError(f"{source}: {where}: must be <= {hi}, got {value}")
+
+
+def _build(cls: type, raw: dict, prefix: str, source: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in raw:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
+            raise RecipeError(f"{source}: {where}: unknown key{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{prefix}.{name}" if prefix else name
+        if name not in raw:
+            if dataclasses.is_dataclass(hints[name]):  # an absent section still has required keys
+                kwargs[name] = _build(hints[name], {}, where, source)
+                continue
+            if f.metadata.get("required"):
+                expected = f.metadata.get("help") or _type_name(hints[name])
+                raise RecipeError(f"{source}: {where}: missing required key ({expected})")
+            continue
+        try:
+            value = _coerce(raw[name], hints[name], where, source)
+        except _Mismatch:
+            raise RecipeError(f"{source}: {where}: expected {_type_name(hints[name])}, "
+                              f"got {raw[name]!r}") from None
+        _check_range(value, f.metadata, where, source)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_consistency(recipe: Recipe) -> None:
+    src = recipe.source
+    order = [s for s in STAGES if s in recipe.stages]
+    if list(recipe.stages) != order or len(set(recipe.stages)) != len(recipe.stages):
+        raise RecipeError(f"{src}: stages: list each stage once, in the order {', '.join(STAGES)}; "
+                          f"got {recipe.stages}")
+    if not recipe.stages:
+        raise RecipeError(f"{src}: stages: name at least one of {', '.join(STAGES)}")
+    if "merge" in recipe.stages and "warmup" not in recipe.stages:
+        raise RecipeError(f"{src}: stages: merge needs the warmup stage before it")
+    if "rlvr" in recipe.stages and recipe.rlvr.start_from == "warmup" and "merge" not in recipe.stages:
+        raise RecipeError(f"{src}: rlvr.start_from: 'warmup' needs the warmup and merge stages; "
+                          "add them to stages or set rlvr.start_from: base")
+    if "rlvr" in recipe.stages:
+        check_rlvr_settings(recipe)
+    bad = [p for p in recipe.data.warmup.people if not 2 <= p <= 8]
+    if bad:
+        raise RecipeError(f"{src}: data.warmup.people: puzzle sizes must be 2-8, got {bad}")
+
+
+def check_rlvr_settings(recipe: Recipe) -> None:
+    """Settings GRPO needs to agree with each other (checked when the rlvr stage will run)."""
+    src = recipe.source
+    bs = recipe.rlvr.per_device_train_batch_size * recipe.rlvr.gradient_accumulation_steps
+    if bs % recipe.rlvr.num_generations:
+        raise RecipeError(f"{src}: rlvr.per_device_train_batch_size: batch size × gradient_accumulation_steps "
+                          f"({bs}) must be a multiple of rlvr.num_generations "
+                          f"({recipe.rlvr.num_generations})")
+    if recipe.rlvr.max_prompt_length + recipe.rlvr.max_completion_length > recipe.model.max_seq_length:
+        raise RecipeError(f"{src}: rlvr.max_completion_length: max_prompt_length + max_completion_length "
+                          f"({recipe.rlvr.max_prompt_length} + {recipe.rlvr.max_completion_length}) "
+                          f"exceeds model.max_seq_length ({recipe.model.max_seq_length})")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`rlvr.learning_rate=1e-6` -> (["rlvr", "learning_rate"], 1e-6). Values are YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {text}: expected KEY.PATH=VALUE, e.g. rlvr.learning_rate=1e-6")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return [part for part in key.strip().split(".")], parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set each `a.b.c=value` in the raw recipe mapping (before validation)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {text}: {'.'.join(path[:i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def recipe_from_dict(raw: Any, source: str = "<dict>", overrides: list[str] = ()) -> Recipe:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    raw = apply_overrides(raw, list(overrides))
+    recipe = _build(Recipe, raw, "", source)
+    recipe.source = source
+    _check_consistency(recipe)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, validate and return a recipe; every problem is a one-line RecipeError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file (bundled recipes: `lowres recipes list`)") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read the recipe: {e.__class__.__name__}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{path}{line}: YAML syntax error: {problem}") from None
+    return recipe_from_dict(raw, str(path), overrides)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------- bundled recipes
+
+def bundled_dir() -> Path:
+    return Path(__file__).parent / "recipes"
+
+
+def bundled_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(bundled_dir().glob("*.yaml"))}
+
+
+DEFAULT_RECIPE = "demo"
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A path to a file, or the name of a bundled recipe."""
+    p = Path(name_or_path)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    bundled = bundled_recipes()
+    if name_or_path in bundled:
+        return bundled[name_or_path]
+    close = difflib.get_close_matches(name_or_path, list(bundled), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; bundled: {', '.join(bundled)}"
+    raise RecipeError(f"{name_or_path}: no such recipe file or bundled recipe{hint}")

@@ -1,0 +1,114 @@
+"""The two training backends behind one small interface.
+
+`load_trainable` loads a model and tokenizer (4-bit or not) and attaches a LoRA adapter:
+- unsloth (CUDA + unsloth installed): FastLanguageModel, its fused kernels and its gradient
+  checkpointing. Unsloth must be imported before trl/transformers/peft (it patches them), which
+  `prepare_backend` does; the TRL trainers used afterwards are then Unsloth's patched ones.
+- transformers (everything else): AutoModelForCausalLM (+ BitsAndBytesConfig for 4-bit), PEFT LoRA.
+
+Only the unsloth branch needs a GPU; it is kept thin so the rest is what the CPU tests exercise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from lowres.errors import UserError
+from lowres.hardware import Hardware
+from lowres.models import resolve_model
+from lowres.recipe import LoraSection
+
+
+def prepare_backend(hw: Hardware) -> None:
+    """Import unsloth first when it is the backend; elsewhere make sure TRL has a log-prob kernel."""
+    if hw.backend != "unsloth":
+        from lowres.train.compat import ensure_logprob_kernel
+
+        ensure_logprob_kernel()
+        return
+    late = [m for m in ("trl", "peft") if m in sys.modules]
+    if late:
+        # Unsloth still works, but without its patches to these: say so rather than be silently slow.
+        from lowres.ui import console
+
+        console.print(f"[yellow]unsloth imported after {', '.join(late)}; some of its speed-ups may be missing[/yellow]")
+    import unsloth  # noqa: F401
+
+
+def lora_config(lora: LoraSection, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                      target_modules=list(lora.target_modules), task_type=task_type, bias="none")
+
+
+def _require_bitsandbytes() -> None:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError("4-bit loading needs bitsandbytes: pip install bitsandbytes "
+                        "(or set load_in_4bit: false in the recipe)")
+
+
+def load_trainable(model_ref: str, hw: Hardware, lora: LoraSection, *, load_in_4bit: bool,
+                   max_seq_length: int, gradient_checkpointing: bool = True):
+    """(model with a fresh LoRA adapter, tokenizer)."""
+    location = resolve_model(model_ref)
+    if load_in_4bit:
+        _require_bitsandbytes()
+    if hw.backend == "unsloth":
+        return _load_unsloth(location, hw, lora, load_in_4bit, max_seq_length, gradient_checkpointing)
+    return _load_transformers(location, hw, lora, load_in_4bit, gradient_checkpointing)
+
+
+def _load_transformers(location: str, hw: Hardware, lora: LoraSection, load_in_4bit: bool,
+                       gradient_checkpointing: bool):
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    kwargs: dict = {"dtype": hw.torch_dtype}
+    if load_in_4bit:
+        compute = hw.torch_dtype if hw.torch_dtype != torch.float32 or hw.device == "cpu" else torch.float16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": hw.device if hw.device != "cuda" else 0}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except OSError as e:
+        raise UserError(f"cannot load model {location!r}: {str(e).strip().splitlines()[0]}") from None
+    if not load_in_4bit:
+        model.to(hw.device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing and hw.device != "cpu":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    try:
+        model = get_peft_model(model, lora_config(lora))
+    except ValueError as e:
+        raise UserError(f"LoRA target_modules {lora.target_modules} do not fit this model: {e}") from None
+    return model, tokenizer
+
+
+def _load_unsloth(location: str, hw: Hardware, lora: LoraSection, load_in_4bit: bool, max_seq_length: int,
+                  gradient_checkpointing: bool):
+    prepare_backend(hw)
+    from unsloth import FastLanguageModel
+
+    # With vLLM installed, GRPO rollouts run in a colocated vLLM engine that hot-swaps the LoRA
+    # weights (Unsloth's fast_inference), instead of TRL's merge-into-4-bit sync, which is lossy.
+    extra = {"fast_inference": True, "max_lora_rank": lora.r} if importlib.util.find_spec("vllm") else {}
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=location, max_seq_length=max_seq_length, load_in_4bit=load_in_4bit,
+        dtype=hw.torch_dtype, **extra)
+    model = FastLanguageModel.get_peft_model(
+        model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+        target_modules=list(lora.target_modules), bias="none",
+        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,85 @@
+"""What every training stage shows and records: a rich live progress line, and metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from rich.progress import TextColumn
+from transformers import TrainerCallback
+
+from lowres.ui import progress
+
+
+def memory_text() -> str:
+    """GPU memory in use (peak) on CUDA, the process's resident memory elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        return f"RSS {rss_pages * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB"
+    except (OSError, ValueError):
+        return ""
+
+
+class MetricsLogger(TrainerCallback):
+    """Appends every log event (loss, reward, lr, …) as one JSON line to metrics.jsonl."""
+
+    def __init__(self, path: Path, stage: str):
+        self.path = Path(path)
+        self.stage = stage
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        record = {"stage": self.stage, "step": state.global_step, "time": round(time.time(), 2), **logs}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class LiveView(TrainerCallback):
+    """One progress bar for a stage: step/total, ETA, and the latest metrics, tokens/s and memory."""
+
+    def __init__(self, description: str, keys: tuple[str, ...]):
+        self.description = description
+        self.keys = keys
+        self._bar = None
+        self._task = None
+        self._tokens_at_start = None
+        self._time_at_start = None
+        self._latest: dict[str, float] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._bar = progress(TextColumn("{task.fields[metrics]}"))
+        self._bar.start()
+        self._task = self._bar.add_task(self.description, total=state.max_steps, completed=state.global_step,
+                                        metrics="")
+        self._time_at_start = time.time()
+        self._tokens_at_start = state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._bar is not None:
+            self._bar.update(self._task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._bar is None or not logs:
+            return
+        self._latest.update({k: v for k, v in logs.items() if k in self.keys and isinstance(v, (int, float))})
+        parts = [f"{k.split('/')[-1]} {self._latest[k]:.4g}" for k in self.keys if k in self._latest]
+        seen = state.num_input_tokens_seen - (self._tokens_at_start or 0)
+        elapsed = time.time() - self._time_at_start
+        if seen and elapsed > 0:
+            parts.append(f"{seen / elapsed:.0f} tok/s")
+        parts.append(memory_text())
+        self._bar.update(self._task, metrics="  ".join(p for p in parts if p))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._bar is not None:
+            self._bar.update(self._task, completed=state.global_step)
+            self._bar.stop()
+            self._bar = None

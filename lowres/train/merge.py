@@ -1,0 +1,79 @@
+"""Merge a LoRA adapter into the 16-bit base model.
+
+Never into 4-bit weights: re-quantizing the merged weights to NF4 adds rounding noise about as large
+as the LoRA update itself. So the base is loaded in the working dtype (bf16 on GPUs, fp32 on CPU),
+the adapter applied and merged, and the result saved as a normal transformers folder. Before saving
+we check that the merged model's logits match base+adapter on a few prompts and report the largest
+difference.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lowres.errors import UserError
+from lowres.hardware import detect
+from lowres.models import resolve_model
+from lowres.ui import console
+
+VERIFY_PROMPTS = (
+    "Knights always tell the truth and knaves always lie. Alice says: Bob is a knave.",
+    "What is 17 + 25? Think step by step.",
+    "def fibonacci(n):",
+    "The capital of France is",
+)
+
+
+def _check_adapter(adapter_dir: Path) -> dict:
+    config = adapter_dir / "adapter_config.json"
+    if not config.is_file():
+        raise UserError(f"{adapter_dir}: no LoRA adapter here (adapter_config.json is missing); "
+                        "run the warmup stage first")
+    return json.loads(config.read_text())
+
+
+def run_merge(base_ref: str, adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "auto",
+              verify_prompts: int = 3, tolerance: float = 1e-2) -> Path:
+    """base + adapter → merged folder. Returns out_dir. Writes merge.json with the logit check."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    _check_adapter(adapter_dir)
+    location = resolve_model(base_ref)
+    if Path(location).exists() and Path(location).resolve() == out_dir.resolve():
+        raise UserError(f"refusing to overwrite the base model at {out_dir}; choose another output folder")
+    hw = detect(dtype)
+    with console.status("merging the adapter into the 16-bit base"):
+        base = AutoModelForCausalLM.from_pretrained(location, dtype=hw.torch_dtype).to(hw.device)
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file()
+                                                  else location)
+        try:
+            model = PeftModel.from_pretrained(base, adapter_dir)
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise UserError(f"adapter {adapter_dir} does not fit base model {base_ref}: {first}") from None
+        model.eval()
+        prompts = list(VERIFY_PROMPTS[:verify_prompts])
+        with torch.no_grad():
+            before = [model(**tokenizer(p, return_tensors="pt").to(hw.device)).logits.float() for p in prompts]
+            merged = model.merge_and_unload()
+            after = [merged(**tokenizer(p, return_tensors="pt").to(hw.device)).logits.float() for p in prompts]
+    max_diff = max(((a - b).abs().max().item() for a, b in zip(before, after, strict=True)), default=0.0)
+    scale = max((b.abs().max().item() for b in before), default=1.0)
+    # Relative to the logits' magnitude, so the same tolerance works in fp32 and bf16.
+    relative = max_diff / max(scale, 1.0)
+    if relative > tolerance:
+        raise UserError(f"merged model disagrees with base+adapter: max logit difference {max_diff:.3g} "
+                        f"({relative:.3g} relative) > merge.tolerance {tolerance}; the merge is not trustworthy")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    report = {"base_model": base_ref, "adapter": str(adapter_dir), "dtype": hw.dtype, "prompts": len(prompts),
+              "max_logit_diff": max_diff, "relative_diff": relative, "tolerance": tolerance}
+    (out_dir / "merge.json").write_text(json.dumps(report, indent=2))
+    console.print(f"merged {adapter_dir} into {base_ref} ({hw.dtype}); max logit difference vs "
+                  f"base+adapter {max_diff:.2e} on {len(prompts)} prompts → {out_dir}")
+    return out_dir

@@ -1,0 +1,190 @@
+"""Stage 2, RLVR: LoRA GRPO with the task's verifiable reward, on ≤100 examples.
+
+GRPO in plain words: for each prompt, sample a group of `num_generations` completions, grade each
+with the task's own grader, and push up the log-probability of completions that scored above their
+group's mean and down those below (the advantage is reward minus the group mean, optionally divided by
+the group's std). With beta 0 (the paper's setting) there is no KL penalty and no reference model.
+
+Guards for small data, where GRPO fails quietly:
+- a group whose completions all score the same has advantage 0 and teaches nothing; we log the share
+  of such groups every step (TRL's `frac_reward_zero_std`) and, with `zero_variance_groups: skip`,
+  drop them from the loss so they do not dilute the token-normalised update (dynamic sampling light);
+- completions cut at max_completion_length usually lose their answer and so their reward; when most
+  of a step's completions are cut we warn, naming the setting to raise;
+- when the mean reward has not changed for `stop_after_constant_reward_steps` steps, nothing is being
+  learned: we stop with a message instead of burning the budget.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from lowres.errors import UserError
+from lowres.hardware import Hardware, detect
+from lowres.prompting import render_prompt
+from lowres.recipe import Recipe, check_rlvr_settings, dump_recipe
+from lowres.rewards import format_reward, task_reward
+from lowres.tasks import get_task
+from lowres.tasks.sampling import sample_examples
+from lowres.train.backend import load_trainable, prepare_backend
+from lowres.train.callbacks import LiveView, MetricsLogger
+from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
+from lowres.ui import console
+
+
+class SmallDataGuards(TrainerCallback):
+    """Warn on truncation, stop on a reward that no longer moves."""
+
+    def __init__(self, truncation_warn_fraction: float, max_completion_length: int, constant_steps: int):
+        self.truncation_warn_fraction = truncation_warn_fraction
+        self.max_completion_length = max_completion_length
+        self.constant_steps = constant_steps
+        self.rewards: list[float] = []
+        self.stopped_reason: str | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "reward" not in logs:
+            return
+        clipped = logs.get("completions/clipped_ratio")
+        if clipped is not None and clipped > self.truncation_warn_fraction:
+            console.print(f"[yellow]step {state.global_step}: {100 * clipped:.0f}% of completions hit "
+                          f"max_completion_length={self.max_completion_length}; their answers (and rewards) "
+                          "are lost — raise rlvr.max_completion_length[/yellow]")
+        self.rewards.append(float(logs["reward"]))
+        recent = self.rewards[-self.constant_steps:] if self.constant_steps else []
+        if self.constant_steps and len(recent) == self.constant_steps and max(recent) - min(recent) < 1e-9:
+            self.stopped_reason = (f"mean reward stayed at {recent[-1]:.3f} for {self.constant_steps} steps: "
+                                   "every group scores the same, so GRPO has no signal. Try a task or examples "
+                                   "the model sometimes solves, a higher temperature, or more generations")
+            console.print(f"[red]stopping: {self.stopped_reason}[/red]")
+            control.should_training_stop = True
+
+
+def _trainer_class(skip_zero_variance: bool):
+    """TRL's GRPOTrainer (Unsloth's patched one when unsloth was imported first), optionally with
+    zero-variance groups removed from the loss."""
+    from trl import GRPOTrainer
+
+    if not skip_zero_variance:
+        return GRPOTrainer
+
+    class SkipZeroVarianceGRPOTrainer(GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            advantages, group = out["advantages"], self.num_generations
+            # Groups are consecutive rows on a single process; with several processes a process's slice
+            # need not align with groups, so leave the batch as is there.
+            if self.accelerator.num_processes != 1 or advantages.numel() % group:
+                return out
+            dead = (advantages.view(-1, group).abs() < 1e-8).all(dim=1).repeat_interleave(group)
+            if dead.any() and not dead.all():
+                out["completion_mask"] = out["completion_mask"] * (~dead).unsqueeze(1).to(out["completion_mask"])
+                out["num_items_in_batch"] = out["completion_mask"].sum()
+            return out
+
+    return SkipZeroVarianceGRPOTrainer
+
+
+def training_rows(recipe: Recipe) -> list[dict]:
+    """The ≤N training examples, disjoint from the rows the eval stage will score."""
+    target = recipe.data.target
+    task = get_task(target.task)
+    load_kwargs = {"category": target.category} if target.category else {}
+    rows = task.load("train", seed=target.seed, path=target.path, **load_kwargs)
+    eval_ids = set()
+    if target.task in recipe.eval.tasks:
+        eval_ids = {str(r["id"]) for r in task.load("test", limit=recipe.eval.limit, seed=recipe.seed)}
+    picked = sample_examples(rows, target.n_examples, seed=target.seed,
+                             stratify_by="category" if target.task == "mmlu_pro" else None,
+                             exclude_ids=eval_ids)
+    if not picked:
+        raise UserError(f"data.target: no {target.task} training examples left after removing eval questions")
+    return picked
+
+
+def build_dataset(rows: list[dict], tokenizer, recipe: Recipe):
+    from datasets import Dataset
+
+    task = get_task(recipe.data.target.task)
+    records, too_long = [], 0
+    for row in rows:
+        prompt = render_prompt(tokenizer, task.prompt(row), recipe.model.chat_template)
+        if len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) > recipe.rlvr.max_prompt_length:
+            too_long += 1
+            continue
+        # The grader needs the whole row (nested fields included): carry it as JSON.
+        records.append({"prompt": prompt, "row_json": json.dumps(row, default=list)})
+    if too_long:
+        console.print(f"[yellow]dropped {too_long} of {len(rows)} RLVR prompts longer than "
+                      f"rlvr.max_prompt_length={recipe.rlvr.max_prompt_length}[/yellow]")
+    if not records:
+        raise UserError(f"every RLVR prompt is longer than rlvr.max_prompt_length={recipe.rlvr.max_prompt_length}")
+    return Dataset.from_list(records)
+
+
+def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path):
+    from trl import GRPOConfig
+
+    cfg = recipe.rlvr
+    return GRPOConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
+        scale_rewards=cfg.scale_rewards, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+        num_iterations=cfg.num_iterations,
+        reward_weights=[1.0, cfg.format_reward_weight] if cfg.format_reward_weight else None,
+        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
+        report_to=list(recipe.output.report_to) or "none", seed=recipe.seed, disable_tqdm=True,
+        use_cpu=hw.device == "cpu", log_completions=False, **precision_flags(hw),
+    )
+
+
+def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None = None,
+             callbacks: tuple = ()) -> Path:
+    """GRPO from `model_ref` (default: the merged warmup model, or the base for start_from: base)."""
+    out_dir = Path(out_dir or recipe.run_dir / "rlvr")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = recipe.rlvr
+    check_rlvr_settings(recipe)
+    if model_ref is None:
+        model_ref = str(recipe.run_dir / "merge") if cfg.start_from == "warmup" else recipe.model.name_or_path
+    hw = detect(recipe.model.dtype)
+    prepare_backend(hw)
+    task = get_task(recipe.data.target.task)
+    rows = training_rows(recipe)
+    model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
+                                      max_seq_length=recipe.model.max_seq_length)
+    dataset = build_dataset(rows, tokenizer, recipe)
+    reward_funcs = [task_reward(task)] + ([format_reward(task)] if cfg.format_reward_weight else [])
+    guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
+                             cfg.stop_after_constant_reward_steps)
+    trainer_cls = _trainer_class(cfg.zero_variance_groups == "skip")
+    trainer = trainer_cls(
+        model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir), train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
+                   LiveView("rlvr", ("reward", "frac_reward_zero_std", "completions/mean_length")), *callbacks],
+    )
+    drop_default_printer(trainer)
+    resume = last_checkpoint(out_dir / "checkpoints")
+    if resume:
+        console.print(f"resuming RLVR from {resume}")
+    with oom_guard("rlvr", "rlvr.num_generations, rlvr.max_completion_length or per_device_train_batch_size"):
+        result = trainer.train(resume_from_checkpoint=resume)
+
+    adapter_dir = out_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    (out_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset),
+               "steps": result.global_step, "stopped_early": guards.stopped_reason,
+               "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(f"rlvr: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
+    return out_dir

@@ -1,0 +1,165 @@
+"""Stage 1, warmup: (Q)LoRA supervised fine-tuning on long chain-of-thought traces.
+
+Data: prompt/completion pairs — solver-written K&K traces made on the fly (`source: kk-solver`) or a
+JSONL file (from `lowres kk traces`, `lowres distill`, or your own). The loss is on the completion
+only. Examples longer than model.max_seq_length are dropped and counted, never silently cut: a
+truncated trace would teach the model to stop before its answer.
+
+Output folder: adapter/ (LoRA weights + tokenizer), checkpoints/ (for resume), recipe.yaml,
+metrics.jsonl and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from lowres.errors import UserError
+from lowres.hardware import detect
+from lowres.prompting import render_prompt
+from lowres.recipe import Recipe, dump_recipe
+from lowres.tasks.base import r1_messages
+from lowres.train.backend import load_trainable, prepare_backend
+from lowres.train.callbacks import LiveView, MetricsLogger
+from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
+from lowres.ui import console
+
+
+def solver_trace_examples(n_puzzles: int, people: list[int], seed: int) -> list[dict]:
+    """Solver-written K&K traces: {"prompt": question, "completion": trace, "id": puzzle id}."""
+    from lowres.tasks.kk.generator import generate_puzzles
+    from lowres.tasks.kk.traces import trace_example
+
+    puzzles = generate_puzzles(n_puzzles, n_people=people, seed=seed)
+    examples = []
+    for i, puzzle in enumerate(puzzles):
+        ex = trace_example(puzzle, seed=seed * 1_000_003 + i)
+        examples.append({"prompt": ex["prompt_question"], "completion": ex["completion"], "id": ex["puzzle_id"]})
+    return examples
+
+
+def read_trace_file(path: Path) -> list[dict]:
+    """JSONL rows with `prompt` (a question string or chat messages) and `completion`."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such warmup data file (expected JSONL with prompt and completion)")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or "prompt" not in row or "completion" not in row:
+                raise UserError(f"{path}:{line_no}: each line needs 'prompt' and 'completion' fields")
+            rows.append(row)
+    if not rows:
+        raise UserError(f"{path}: no examples in the file")
+    return rows
+
+
+def load_warmup_examples(recipe: Recipe) -> list[dict]:
+    source = recipe.data.warmup
+    if source.source == "kk-solver":
+        return solver_trace_examples(source.n_puzzles, source.people, source.seed)
+    return read_trace_file(Path(source.source))
+
+
+def to_text_pairs(examples: list[dict], tokenizer, recipe: Recipe) -> tuple[list[dict], int]:
+    """Render prompts with the model's template; drop (and count) pairs over max_seq_length."""
+    pairs, dropped = [], 0
+    eos = tokenizer.eos_token or ""
+    for ex in examples:
+        messages = ex["prompt"] if isinstance(ex["prompt"], list) else r1_messages(str(ex["prompt"]))
+        prompt = render_prompt(tokenizer, messages, recipe.model.chat_template)
+        completion = str(ex["completion"])
+        if prompt.endswith("<think>") and completion.lstrip().startswith("<think>"):
+            completion = completion.lstrip()[len("<think>"):]  # the r1 template already opened it
+        n_tokens = len(tokenizer(prompt + completion + eos, add_special_tokens=False)["input_ids"])
+        if n_tokens > recipe.model.max_seq_length:
+            dropped += 1
+            continue
+        pairs.append({"prompt": prompt, "completion": completion})
+    return pairs, dropped
+
+
+def _final_eval_loss(trainer) -> float:
+    """The held-out loss at the last step: logged already if the last step was an eval step."""
+    for record in reversed(trainer.state.log_history):
+        if "eval_loss" in record:
+            if record.get("step") == trainer.state.global_step:
+                return record["eval_loss"]
+            break
+    return trainer.evaluate()["eval_loss"]
+
+
+def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = ()) -> Path:
+    """Train the warmup adapter; returns the stage folder (adapter in <out_dir>/adapter).
+
+    callbacks: extra transformers TrainerCallbacks (progress hooks, tests).
+    """
+    out_dir = Path(out_dir or recipe.run_dir / "warmup")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = recipe.warmup
+    hw = detect(recipe.model.dtype)
+    prepare_backend(hw)
+    examples = load_warmup_examples(recipe)
+    model, tokenizer = load_trainable(recipe.model.name_or_path, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
+                                      max_seq_length=recipe.model.max_seq_length)
+    pairs, dropped = to_text_pairs(examples, tokenizer, recipe)
+    if not pairs:
+        raise UserError(f"all {len(examples)} warmup examples are longer than model.max_seq_length "
+                        f"({recipe.model.max_seq_length}); raise it or use shorter traces")
+    if dropped:
+        console.print(f"[yellow]dropped {dropped} of {len(examples)} warmup examples longer than "
+                      f"max_seq_length={recipe.model.max_seq_length} (raise it to keep them)[/yellow]")
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    random.Random(recipe.seed).shuffle(pairs)
+    n_eval = int(len(pairs) * cfg.eval_fraction) if len(pairs) >= 20 else 0
+    train, held_out = pairs[n_eval:], pairs[:n_eval]
+    args = SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_length=recipe.model.max_seq_length, packing=cfg.packing, completion_only_loss=True,
+        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
+        eval_strategy="steps" if held_out else "no", eval_steps=cfg.save_steps if held_out else None,
+        report_to=list(recipe.output.report_to) or "none", seed=recipe.seed, disable_tqdm=True,
+        include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
+        **precision_flags(hw),
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, processing_class=tokenizer,
+        train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held_out) if held_out else None,
+        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "warmup"), LiveView("warmup", ("loss", "eval_loss")), *callbacks],
+    )
+    drop_default_printer(trainer)
+    resume = last_checkpoint(out_dir / "checkpoints")
+    if resume:
+        console.print(f"resuming warmup from {resume}")
+    with oom_guard("warmup", "warmup.per_device_train_batch_size or model.max_seq_length"):
+        result = trainer.train(resume_from_checkpoint=resume)
+    eval_loss = _final_eval_loss(trainer) if held_out else None
+
+    adapter_dir = out_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    (out_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    summary = {
+        "examples": len(examples), "dropped_over_max_seq_length": dropped, "train_examples": len(train),
+        "held_out_examples": len(held_out), "steps": result.global_step, "train_loss": result.training_loss,
+        "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": cfg.load_in_4bit,
+        "backend": hw.backend, "dtype": hw.dtype,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(f"warmup: {result.global_step} steps, train loss {result.training_loss:.4f}"
+                  + (f", held-out loss {eval_loss:.4f}" if eval_loss is not None else "") + f" → {adapter_dir}")
+    return out_dir

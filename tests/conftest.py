@@ -1,0 +1,34 @@
+"""Test-wide setup: no network, and a model cache that survives between local runs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Benchmark data shipped beside the checkout (../shared/data); CI has it too.
+SHARED_DATA = Path(os.environ.get("LOWRES_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The embedded model is converted once per cache; keep the cache in the repo's (ignored) pytest
+# folder so local reruns skip the ≈20 s conversion, while a fresh CI clone starts clean.
+os.environ.setdefault("LOWRES_HOME", str(REPO / ".pytest_cache" / "lowres_home"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """SmolLM2-135M-Instruct, loaded once for the whole session (fp32, CPU)."""
+    from lowres.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer("embedded:smollm2-135m")
+    model.eval()
+    return model, tokenizer

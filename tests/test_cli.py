@@ -1,0 +1,85 @@
+"""The CLI through Click's CliRunner: env, recipes, validate, run --dry-run, error handling."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from lowres.cli import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_help_everywhere(runner):
+    for args in ([], ["env"], ["recipes"], ["recipes", "list"], ["recipes", "cp"], ["validate"], ["run"]):
+        result = runner.invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage:" in result.output
+
+
+def test_env_shows_backend_dtype_and_reasons(runner):
+    result = runner.invoke(cli, ["env"])
+    assert result.exit_code == 0, result.output
+    assert "backend" in result.output and "transformers" in result.output
+    assert "dtype" in result.output and "fp32" in result.output
+    assert "no CUDA GPU" in result.output
+    assert "trl" in result.output
+
+
+def test_recipes_list_and_show(runner):
+    result = runner.invoke(cli, ["recipes", "list"])
+    assert result.exit_code == 0, result.output
+    assert "demo" in result.output and "embedded:smollm2-135m" in result.output
+    shown = runner.invoke(cli, ["recipes", "show", "demo"])
+    assert shown.exit_code == 0 and "name: demo" in shown.output
+    resolved = runner.invoke(cli, ["recipes", "show", "demo", "--resolved"])
+    assert "num_generations: 8" in resolved.output  # defaults filled in
+
+
+def test_recipes_cp_copies_and_refuses_to_overwrite(runner, tmp_path):
+    result = runner.invoke(cli, ["recipes", "cp", "demo", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    copied = tmp_path / "demo.yaml"
+    assert copied.read_text().startswith("# The offline demo")
+    again = runner.invoke(cli, ["recipes", "cp", "demo", str(copied)])
+    assert again.exit_code == 2 and "pass --force" in again.output
+    assert runner.invoke(cli, ["recipes", "cp", "demo", str(copied), "--force"]).exit_code == 0
+
+
+def test_validate_good_and_bad(runner, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel:\n  name_or_path: m\nrlvr:\n  lerning_rate: 1\n")
+    ok = runner.invoke(cli, ["validate", "demo"])
+    assert ok.exit_code == 0 and "ok" in ok.output
+    result = runner.invoke(cli, ["validate", "demo", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}: rlvr.lerning_rate: unknown key; did you mean 'learning_rate'?" in result.output
+    assert "Traceback" not in result.output
+    overridden = runner.invoke(cli, ["validate", "demo", "--set", "rlvr.temperature=-1"])
+    assert overridden.exit_code == 2 and "rlvr.temperature: must be > 0.0" in overridden.output
+
+
+def test_unknown_recipe_is_exit_2(runner):
+    result = runner.invoke(cli, ["run", "no-such-recipe", "--dry-run"])
+    assert result.exit_code == 2
+    assert "no such recipe file or bundled recipe" in result.output
+
+
+def test_run_dry_run_prints_plan_without_loading(runner):
+    result = runner.invoke(cli, ["run", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "plan: demo" in result.output and "name: demo" in result.output
+
+
+def test_console_script_error_is_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    proc = subprocess.run([sys.executable, "-m", "lowres", "validate", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "YAML syntax error" in proc.stderr
+    assert "Traceback" not in proc.stderr

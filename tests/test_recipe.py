@@ -1,0 +1,152 @@
+"""Recipe parsing, validation messages and overrides."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lowres.errors import UserError
+from lowres.recipe import (
+    RecipeError,
+    bundled_recipes,
+    dump_recipe,
+    load_recipe,
+    recipe_from_dict,
+    resolve_recipe_path,
+)
+
+MINIMAL = "name: t\nmodel:\n  name_or_path: embedded:smollm2-135m\n"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_recipe_gets_defaults(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    assert recipe.name == "t"
+    assert recipe.stages == ["warmup", "merge", "rlvr", "eval"]
+    assert recipe.rlvr.beta == 0.0 and recipe.rlvr.num_generations == 8
+    assert recipe.rlvr.temperature == 0.7 and recipe.rlvr.top_p == 0.95
+    assert recipe.warmup.lora.r == 16
+    assert recipe.run_dir == Path("runs") / "t"
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
+    # YAML 1.1 reads 1e-6 as a string; a learning rate written that way must still work.
+    recipe = load_recipe(write(tmp_path, MINIMAL + "rlvr:\n  learning_rate: 1e-6\n"))
+    assert recipe.rlvr.learning_rate == pytest.approx(1e-6)
+
+
+def test_int_widens_to_float(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL + "warmup:\n  num_train_epochs: 2\n"))
+    assert recipe.warmup.num_train_epochs == 2.0 and isinstance(recipe.warmup.num_train_epochs, float)
+
+
+def test_overrides_are_applied_and_validated(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    recipe = load_recipe(path, ["rlvr.learning_rate=1e-6", "eval.tasks=[kk, gsm8k]",
+                                "warmup.lora.r=8", "rlvr.epsilon_high=0.28"])
+    assert recipe.rlvr.learning_rate == pytest.approx(1e-6)
+    assert recipe.eval.tasks == ["kk", "gsm8k"]
+    assert recipe.warmup.lora.r == 8
+    assert recipe.rlvr.epsilon_high == pytest.approx(0.28)
+    with pytest.raises(RecipeError, match=r"rlvr\.lerning_rate: unknown key; did you mean 'learning_rate'"):
+        load_recipe(path, ["rlvr.lerning_rate=1e-6"])
+    with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
+        load_recipe(path, ["rlvr.learning_rate"])
+    with pytest.raises(RecipeError, match="name is not a section"):
+        load_recipe(path, ["name.x=1"])
+
+
+def test_override_creates_missing_section(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL), ["merge.tolerance=0.5"])
+    assert recipe.merge.tolerance == 0.5
+
+
+# (recipe text, expected message fragment) — every case must fail with exactly this kind of message.
+MALFORMED = [
+    ("name: t\nmodel:\n  name_or_path: m\n  lerning: 1\n",
+     "r.yaml: model.lerning: unknown key; known keys: name_or_path, dtype"),
+    ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  num_generation: 8\n",
+     "rlvr.num_generation: unknown key; did you mean 'num_generations'?"),
+    ("name: t\nmodel:\n  name_or_path: m\nwarmpu: {}\n", "warmpu: unknown key; did you mean 'warmup'?"),
+    ("model:\n  name_or_path: m\n", "name: missing required key"),
+    ("name: t\n", "model.name_or_path: missing required key"),
+    ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  num_generations: eight\n",
+     "rlvr.num_generations: expected an integer, got 'eight'"),
+    ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  learning_rate: fast\n",
+     "rlvr.learning_rate: expected a number, got 'fast'"),
+    ("name: t\nmodel:\n  name_or_path: m\nwarmup:\n  load_in_4bit: 'yes please'\n",
+     "warmup.load_in_4bit: expected true or false"),
+    ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  temperature: 0\n", "rlvr.temperature: must be > 0.0, got 0.0"),
+    ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  top_p: 1.5\n", "rlvr.top_p: must be <= 1.0, got 1.5"),
+    ("name: t\nmodel:\n  name_or_path: m\nwarmup:\n  lora:\n    r: 0\n", "warmup.lora.r: must be >= 1, got 0"),
+    ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  loss_type: ppo\n",
+     "rlvr.loss_type: expected one of 'grpo', 'dr_grpo', 'dapo', 'bnpo', got 'ppo'"),
+    ("name: t\nmodel:\n\tname_or_path: m\n", "r.yaml:3: YAML syntax error"),  # a tab as indentation
+    ("name: t\nmodel:\n  name_or_path: m\n  dtype: [bf16\n", "r.yaml:5: YAML syntax error"),
+    ("name: t\nmodel: embedded\n", "model: expected a mapping (section), got 'embedded'"),
+    ("- name: t\n", "the top level must be a mapping of sections, got list"),
+    ("name: t\nmodel:\n  name_or_path: m\nstages: [rlvr, warmup]\n",
+     "stages: list each stage once, in the order warmup, merge, rlvr, eval"),
+    ("name: t\nmodel:\n  name_or_path: m\nstages: [train]\n",
+     "stages[0]: expected one of 'warmup', 'merge', 'rlvr', 'eval', got 'train'"),
+    ("name: t\nmodel:\n  name_or_path: m\nstages: [rlvr, eval]\n",
+     "rlvr.start_from: 'warmup' needs the warmup and merge stages"),
+    ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  per_device_train_batch_size: 6\n",
+     "must be a multiple of rlvr.num_generations (8)"),
+    ("name: t\nmodel:\n  name_or_path: m\ndata:\n  warmup:\n    people: [1, 3, 9]\n",
+     "data.warmup.people: puzzle sizes must be 2-8, got [1, 9]"),
+    ("name: t\nmodel:\n  name_or_path: m\neval:\n  tasks: kk\n",
+     "eval.tasks: expected a list (each a string), got 'kk'"),
+    ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  max_prompt_length: 1024\n  max_completion_length: 4096\n",
+     "exceeds model.max_seq_length (2048)"),
+    ("name: t\nmodel:\n  name_or_path: m\nstages: []\n", "stages: name at least one of"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MALFORMED, ids=[m for _, m in MALFORMED])
+def test_malformed_recipe_message(tmp_path, text, message):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text))
+    text_of_error = str(info.value)
+    assert message in text_of_error
+    assert "\n" not in text_of_error  # one line
+    assert text_of_error.startswith(str(tmp_path / "r.yaml"))  # names the file
+    assert isinstance(info.value, UserError)
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(RecipeError, match="no such recipe file"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_empty_file_says_what_is_missing(tmp_path):
+    with pytest.raises(RecipeError, match="name: missing required key"):
+        load_recipe(write(tmp_path, ""))
+
+
+def test_every_bundled_recipe_validates_and_round_trips():
+    recipes = bundled_recipes()
+    assert "demo" in recipes
+    for name, path in recipes.items():
+        recipe = load_recipe(path)
+        assert recipe.name == name, f"{path}: name should match the file name"
+        assert recipe.description, f"{path}: needs a one-line description"
+        again = recipe_from_dict(yaml.safe_load(dump_recipe(recipe)), "dump")
+        assert again.to_dict() == recipe.to_dict()
+
+
+def test_top_level_recipes_folder_is_the_bundled_one():
+    top = Path(__file__).resolve().parents[1] / "recipes"
+    assert sorted(p.name for p in top.glob("*.yaml")) == sorted(p.name for p in bundled_recipes().values())
+    assert top.resolve() == next(iter(bundled_recipes().values())).parent.resolve()
+
+
+def test_resolve_recipe_by_name_suggests_close_names():
+    assert resolve_recipe_path("demo").name == "demo.yaml"
+    with pytest.raises(RecipeError, match="did you mean 'demo'"):
+        resolve_recipe_path("dmeo")
