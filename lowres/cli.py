@@ -144,6 +144,177 @@ def validate(recipe_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
         raise click.exceptions.Exit(2)
 
 
+# ---------------------------------------------------------------- Knights & Knaves
+
+def _people(text: str) -> list[int]:
+    """'3' -> [3]; '3-7' -> [3, 4, 5, 6, 7]; '2,4' -> [2, 4]."""
+    try:
+        if "-" in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            sizes = list(range(lo, hi + 1))
+        else:
+            sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"--people {text!r}: use a size (3), a range (3-7) or a list (2,4)") from None
+    if not sizes or any(not 2 <= n <= 8 for n in sizes):
+        raise UserError(f"--people {text!r}: puzzles have 2 to 8 people")
+    return sizes
+
+
+def _write_rows(rows: list[dict], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), out)
+    elif out.suffix == ".jsonl":
+        import json
+
+        with out.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    else:
+        raise UserError(f"{out}: write .jsonl or .parquet")
+
+
+people_option = click.option("--people", default="3-7", show_default=True, help="Sizes: 3, 3-7 or 2,4.")
+
+
+@cli.group(cls=_Group)
+def kk() -> None:
+    """Knights & Knaves puzzles: generate, solver-written traces, show, import Logic-RL."""
+
+
+@kk.command("generate")
+@click.option("-n", "count", type=click.IntRange(min=1), default=1000, show_default=True)
+@people_option
+@click.option("--depth", type=click.IntRange(0, 4), default=1, show_default=True,
+              help="Nesting of and/or/if/iff in statements (1: Logic-RL's shapes).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help=".jsonl or .parquet")
+def kk_generate(count: int, people: str, depth: int, seed: int, out: Path) -> None:
+    """Generate uniquely solvable puzzles (rows: id, names, statements, solution, quiz, answer)."""
+    from lowres.tasks.kk import generate_puzzles
+    from lowres.tasks.kk.task import puzzle_row
+
+    rows = [puzzle_row(p) for p in generate_puzzles(count, n_people=_people(people), seed=seed, depth=depth)]
+    _write_rows(rows, out)
+    console.print(f"wrote {len(rows)} puzzles → {out}")
+
+
+@kk.command("traces")
+@click.option("-n", "count", type=click.IntRange(min=1), default=1000, show_default=True)
+@people_option
+@click.option("--depth", type=click.IntRange(0, 4), default=1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help=".jsonl or .parquet")
+def kk_traces(count: int, people: str, depth: int, seed: int, out: Path) -> None:
+    """The offline warmup set: puzzles with solver-written long chains of thought
+    (rows: prompt, completion, puzzle_id, answer, n_people)."""
+    from lowres.tasks.kk.task import solver_trace_rows
+
+    rows = solver_trace_rows(count, _people(people), seed=seed, depth=depth)
+    _write_rows(rows, out)
+    mean_chars = sum(len(r["completion"]) for r in rows) / len(rows)
+    console.print(f"wrote {len(rows)} traces (mean {mean_chars:.0f} characters) → {out}")
+
+
+@kk.command("show")
+@click.option("--people", "n_people", type=click.IntRange(2, 8), default=3, show_default=True)
+@click.option("--depth", type=click.IntRange(0, 4), default=1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--from", "source", type=click.Path(path_type=Path), help="Show a puzzle from this file instead.")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Row of --from.")
+def kk_show(n_people: int, depth: int, seed: int, source: Path | None, index: int) -> None:
+    """Pretty-print a puzzle, its solution and a solver-written trace."""
+    from rich.panel import Panel
+
+    from lowres.tasks.kk import generate_puzzle, load_logic_rl, render_quiz, render_solution, write_trace
+    from lowres.tasks.kk.render import render_statement
+
+    if source is not None:
+        puzzles = load_logic_rl(source, split=None)
+        if index >= len(puzzles):
+            raise UserError(f"--index {index}: {source} has {len(puzzles)} puzzles")
+        puzzle = puzzles[index]
+    else:
+        puzzle = generate_puzzle(n_people, seed, depth)
+    console.print(Panel(puzzle.quiz or render_quiz(puzzle, rng=puzzle.id), title=f"puzzle {puzzle.id}"))
+    for name, statement in zip(puzzle.names, puzzle.statements, strict=True):
+        console.print(f"  {name}: {render_statement(statement, puzzle.names)}   [dim]{statement}[/dim]")
+    console.print(Panel(render_solution(puzzle), title="solution"))
+    console.print(Panel(write_trace(puzzle, seed), title="solver-written trace"))
+
+
+@kk.command("import-logic-rl")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default="train", show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help=".jsonl or .parquet")
+def kk_import_logic_rl(path: Path, split: str, out: Path) -> None:
+    """Read Logic-RL's K&K parquet files (a file, or a folder of <N>ppl/<split>.parquet) into lowres rows."""
+    from lowres.tasks.kk import load_logic_rl
+    from lowres.tasks.kk.task import puzzle_row
+
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    rows = [puzzle_row(p) for p in load_logic_rl(path, split=None if split == "all" else split)]
+    _write_rows(rows, out)
+    console.print(f"imported {len(rows)} puzzles → {out}")
+
+
+@cli.command()
+@click.option("--teacher", "teacher_ref", help="Local teacher: hub id, folder or embedded:NAME.")
+@click.option("--api-base", help="OpenAI-compatible endpoint instead, e.g. http://localhost:8000/v1.")
+@click.option("--model", "api_model", help="Model name at --api-base.")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="Key for --api-base (or $OPENAI_API_KEY).")
+@click.option("--engine", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
+              help="How to run a local --teacher.")
+@click.option("--puzzles", type=click.Path(path_type=Path), help="Puzzles (kk generate / import-logic-rl output).")
+@click.option("-n", "count", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Puzzles to generate when --puzzles is not given.")
+@people_option
+@click.option("--seed", default=0, show_default=True)
+@click.option("-k", "k", type=click.IntRange(min=1), default=4, show_default=True, help="Traces per puzzle.")
+@click.option("--temperature", type=float, default=0.6, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--top-k", type=int, default=40, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=8192, show_default=True)
+@click.option("--keep", type=click.Choice(["all", "correct", "formatted"]), default="all", show_default=True,
+              help="all: every trace (the paper); correct: rejection sampling; formatted: well-formed ones.")
+@click.option("--max-trace-tokens", type=click.IntRange(min=1), help="Drop traces longer than this.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="JSONL; rerun to resume.")
+def distill(teacher_ref, api_base, api_model, api_key, engine, puzzles, count, people, seed, k, temperature, top_p,
+            top_k, max_tokens, keep, max_trace_tokens, batch_size, out) -> None:
+    """Sample long chain-of-thought K&K traces from a teacher model for the warmup stage."""
+    from lowres import distill as d
+    from lowres.tasks import get_task
+    from lowres.tasks.kk import generate_puzzles
+    from lowres.tasks.kk.task import puzzle_row
+
+    if bool(teacher_ref) == bool(api_base):
+        raise UserError("give either --teacher MODEL or --api-base URL --model NAME")
+    if api_base and not api_model:
+        raise UserError("--api-base needs --model NAME (the model's name at that endpoint)")
+    if puzzles is not None:
+        if not puzzles.exists():
+            raise UserError(f"--puzzles {puzzles}: no such file")
+        rows = d.load_puzzle_rows(puzzles)
+    else:
+        rows = [puzzle_row(p) for p in generate_puzzles(count, n_people=_people(people), seed=seed)]
+    if api_base:
+        teacher = d.OpenAITeacher(api_base, api_model, api_key)
+    elif engine == "vllm":
+        teacher = d.VLLMTeacher(teacher_ref)
+    else:
+        teacher = d.HFTeacher(teacher_ref, batch_size=batch_size)
+    settings = d.SamplingSettings(k=k, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens)
+    stats = d.distill(rows, get_task("kk"), teacher, out, settings=settings, keep=keep,
+                      max_trace_tokens=max_trace_tokens, batch_size=batch_size)
+    console.print(f"{d.stats_line(stats)} → {out}")
+
+
 # ---------------------------------------------------------------- training stages
 
 def _recipe(recipe_file: str, overrides: tuple[str, ...]):

@@ -76,7 +76,8 @@ class Sample:
 
 
 def generate_completions(model, tokenizer, prompts: list[str], settings: GenerationSettings,
-                         description: str = "generating") -> list[list[tuple[str, int, bool]]]:
+                         description: str = "generating", top_k: int | None = None,
+                         show_progress: bool = True) -> list[list[tuple[str, int, bool]]]:
     """For each prompt, n completions as (text, n_tokens, hit_max_new_tokens). Batched, left-padded."""
     import torch
 
@@ -86,18 +87,18 @@ def generate_completions(model, tokenizer, prompts: list[str], settings: Generat
     out: list[list[Any]] = [[None] * settings.n_samples for _ in prompts]
     do_sample = settings.temperature > 0
     eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    with progress() as bar:
-        task_id = bar.add_task(description, total=len(jobs))
+    with progress(transient=not show_progress) as bar:
+        task_id = bar.add_task(description, total=len(jobs), visible=show_progress)
         for start in range(0, len(jobs), settings.batch_size):
             batch = jobs[start:start + settings.batch_size]
             enc = tokenizer([prompts[i] for i, _ in batch], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(model.device)
+            # top_k 0 disables the top-k cut (as vLLM's default) unless one is asked for.
+            sampling = ({"temperature": settings.temperature, "top_p": settings.top_p, "top_k": top_k or 0}
+                        if do_sample else {})
             with torch.no_grad():
-                gen = model.generate(
-                    **enc, max_new_tokens=settings.max_new_tokens, do_sample=do_sample,
-                    temperature=settings.temperature if do_sample else None,
-                    top_p=settings.top_p if do_sample else None, top_k=None,
-                    pad_token_id=tokenizer.pad_token_id)
+                gen = model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=do_sample,
+                                     pad_token_id=tokenizer.pad_token_id, **sampling)
             new = gen[:, enc["input_ids"].shape[1]:]
             for row, (i, j) in zip(new, batch, strict=True):
                 ids = row.tolist()

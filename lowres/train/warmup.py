@@ -26,19 +26,6 @@ from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard
 from lowres.ui import console
 
 
-def solver_trace_examples(n_puzzles: int, people: list[int], seed: int) -> list[dict]:
-    """Solver-written K&K traces: {"prompt": question, "completion": trace, "id": puzzle id}."""
-    from lowres.tasks.kk.generator import generate_puzzles
-    from lowres.tasks.kk.traces import trace_example
-
-    puzzles = generate_puzzles(n_puzzles, n_people=people, seed=seed)
-    examples = []
-    for i, puzzle in enumerate(puzzles):
-        ex = trace_example(puzzle, seed=seed * 1_000_003 + i)
-        examples.append({"prompt": ex["prompt_question"], "completion": ex["completion"], "id": ex["puzzle_id"]})
-    return examples
-
-
 def read_trace_file(path: Path) -> list[dict]:
     """JSONL rows with `prompt` (a question string or chat messages) and `completion`."""
     if not path.is_file():
@@ -63,7 +50,9 @@ def read_trace_file(path: Path) -> list[dict]:
 def load_warmup_examples(recipe: Recipe) -> list[dict]:
     source = recipe.data.warmup
     if source.source == "kk-solver":
-        return solver_trace_examples(source.n_puzzles, source.people, source.seed)
+        from lowres.tasks.kk.task import solver_trace_rows
+
+        return solver_trace_rows(source.n_puzzles, source.people, source.seed)
     return read_trace_file(Path(source.source))
 
 

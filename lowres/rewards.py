@@ -1,0 +1,267 @@
+"""Reward functions in the shape TRL's GRPOTrainer calls them.
+
+TRL 1.15 calls `fn(prompts=..., completions=..., completion_ids=..., **columns)` where `columns`
+holds every dataset column (one value per completion) plus `trainer_state`, `log_extra`,
+`log_metric`, and returns one float per completion. It logs each function under its `__name__`
+and sums them with `GRPOConfig.reward_weights`. A dataset may carry each row whole, as JSON, in a
+`row_json` column (nested fields survive `datasets` that way); it is decoded back into the row.
+
+A reward function here never raises: a training step must not die on one odd completion. An
+internal error scores as a format failure and is counted in `.errors` (and, when TRL passes
+`log_metric`, logged as `reward_errors/<name>`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lowres.tasks.answers import has_r1_format
+from lowres.tasks.base import Score, Task
+
+log = logging.getLogger(__name__)
+
+# The column that carries a whole dataset row as JSON.
+ROW_JSON = "row_json"
+# Keyword arguments TRL adds that are not dataset columns.
+_TRL_EXTRAS = frozenset({"completion_ids", "trainer_state", "log_extra", "log_metric", "environments"})
+_MAX_LOGGED_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class RewardValues:
+    """The reward a task's grader pays. The default is the paper's convention for the target tasks.
+
+    correct:     formatted and right.
+    wrong:       formatted but wrong.
+    unformatted: the required answer format is missing (no \\boxed{}, no code block, ...), or the
+                 grader failed on the completion.
+    """
+
+    correct: float = 1.0
+    wrong: float = 0.0
+    unformatted: float = 0.0
+
+    def reward(self, formatted: bool, correct: bool) -> float:
+        """The reward for a verdict; a right answer in the wrong format earns `unformatted`."""
+        if not formatted:
+            return self.unformatted
+        return self.correct if correct else self.wrong
+
+
+# The paper's values for the target tasks: 1 for a right answer, 0 otherwise.
+DEFAULT_REWARDS = RewardValues()
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion: a string, or TRL's conversational form `[{"role", "content"}]`.
+
+    Assistant turns are joined; content given as parts (`[{"type": "text", "text": ...}]`) is
+    flattened. Anything else raises TypeError (the reward function counts it as an error).
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    if isinstance(completion, (list, tuple)) and all(isinstance(m, dict) for m in completion):
+        turns = [m for m in completion if m.get("role", "assistant") == "assistant"] or list(completion)
+        return "".join(_content_text(m.get("content")) for m in turns)
+    raise TypeError(f"a completion must be a string or a list of chat messages, not {type(completion).__name__}")
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        return "".join(part.get("text") or "" if isinstance(part, dict) else str(part) for part in content)
+    raise TypeError(f"message content must be text, not {type(content).__name__}")
+
+
+class _SafeReward:
+    """Shared plumbing: normalise TRL's arguments, score each completion, never raise."""
+
+    __name__ = "reward"
+    failure_value = 0.0
+
+    def __init__(self) -> None:
+        self.errors = 0  # completions whose grading raised, since creation
+        self.calls = 0
+
+    def __call__(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[float]:
+        self.calls += 1
+        items = _as_list(completions, prompts)
+        batch_errors = 0
+        try:
+            rewards = self._rewards(items, _rows_from_columns(kwargs, len(items)))
+        except Exception as exc:  # a bug or garbage for the whole batch: every completion failed
+            rewards = [exc] * len(items)
+        out = []
+        for value in rewards:
+            if isinstance(value, BaseException):
+                self._record_error(value)
+                batch_errors += 1
+                value = None
+            if value is None:
+                out.append(float(self.failure_value))
+            else:
+                out.append(value)
+        self._log_errors(kwargs.get("log_metric"), batch_errors, len(items))
+        return out
+
+    def _rewards(self, items: list[Any], rows: list[dict[str, Any]]) -> list[Any]:
+        """One reward (a finite float), or the exception that grading raised, per item."""
+        raise NotImplementedError
+
+    def _record_error(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.errors <= _MAX_LOGGED_ERRORS:
+            log.warning("reward %s failed on a completion (%d so far): %s: %s",
+                        self.__name__, self.errors, type(exc).__name__, exc)
+
+    def _log_errors(self, log_metric: Any, batch_errors: int, n: int) -> None:
+        if callable(log_metric) and n:
+            try:
+                log_metric(f"reward_errors/{self.__name__}", batch_errors / n)
+            except Exception:
+                pass
+
+
+def _as_list(completions: Any, prompts: Any) -> list[Any]:
+    """TRL passes a list; tolerate a single completion or None (one failure per prompt)."""
+    if isinstance(completions, (list, tuple)):
+        return list(completions)
+    if completions is None:
+        return [None] * (len(prompts) if isinstance(prompts, (list, tuple)) else 0)
+    return [completions]
+
+
+def _rows_from_columns(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Rebuild each completion's dataset row from TRL's column-wise keyword arguments."""
+    usable = {
+        key: value for key, value in columns.items()
+        if key not in _TRL_EXTRAS and isinstance(value, (list, tuple)) and len(value) == n
+    }
+    rows = []
+    for i in range(n):
+        row = {key: value[i] for key, value in usable.items()}
+        packed = row.pop(ROW_JSON, None)
+        if isinstance(packed, str):
+            try:
+                decoded = json.loads(packed)
+                row = {**decoded, **row} if isinstance(decoded, dict) else row
+            except ValueError:
+                pass  # the grader then misses its fields and the error is counted
+        rows.append(row)
+    return rows
+
+
+def _finite(value: Any) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite reward {value}")
+    return value
+
+
+class TaskReward(_SafeReward):
+    """The reward of a task's grader: `task.score(text, row).reward` for each completion.
+
+    Tasks with a `score_many(texts, rows)` (code execution, say) grade the batch in parallel.
+    """
+
+    def __init__(self, task: Task, name: str | None = None) -> None:
+        super().__init__()
+        self.task = task
+        self.__name__ = name or f"{task.name}_reward"
+        rewards = getattr(task, "rewards", None)
+        self.failure_value = getattr(rewards, "unformatted", 0.0)
+
+    def _rewards(self, items: list[Any], rows: list[dict[str, Any]]) -> list[Any]:
+        texts: list[Any] = []
+        for item in items:
+            try:
+                texts.append(completion_text(item))
+            except Exception as exc:
+                texts.append(exc)
+        good = [i for i, text in enumerate(texts) if isinstance(text, str)]
+        results: list[Any] = list(texts)
+        score_many = getattr(self.task, "score_many", None)
+        if callable(score_many) and len(good) > 1:
+            try:
+                scores = score_many([texts[i] for i in good], [rows[i] for i in good])
+                for i, score in zip(good, scores, strict=True):
+                    results[i] = score
+            except Exception as exc:
+                for i in good:
+                    results[i] = exc
+        else:
+            for i in good:
+                try:
+                    results[i] = self.task.score(texts[i], rows[i])
+                except Exception as exc:
+                    results[i] = exc
+        return [_reward_of(r) for r in results]
+
+
+def _reward_of(result: Any) -> Any:
+    if isinstance(result, BaseException):
+        return result
+    try:
+        if not isinstance(result, Score):
+            raise TypeError(f"score() returned {type(result).__name__}, not Score")
+        return _finite(result.reward)
+    except Exception as exc:
+        return exc
+
+
+class FormatReward(_SafeReward):
+    """Pays `formatted` for the R1 layout `<think> ... </think> <answer> ... </answer>`, else `unformatted`.
+
+    Each tag appears once, the answer comes last, and the opening <think> may be in the prompt.
+    """
+
+    def __init__(self, formatted: float = 1.0, unformatted: float = 0.0, name: str = "format_reward") -> None:
+        super().__init__()
+        self.formatted, self.unformatted = formatted, unformatted
+        self.failure_value = unformatted
+        self.__name__ = name
+
+    def _rewards(self, items: list[Any], rows: list[dict[str, Any]]) -> list[Any]:
+        out: list[Any] = []
+        for item in items:
+            try:
+                out.append(self.formatted if has_r1_format(completion_text(item)) else self.unformatted)
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
+def task_reward(task: Task | str, name: str | None = None) -> TaskReward:
+    """The GRPO reward function for `task` (a Task or a registered task name)."""
+    if isinstance(task, str):
+        from lowres.tasks import get_task
+
+        task = get_task(task)
+    return TaskReward(task, name)
+
+
+def format_reward(task: Task | str | None = None, formatted: float = 1.0, unformatted: float = 0.0) -> FormatReward:
+    """The R1-layout reward function (`__name__` "format_reward"), mirroring `task_reward(task)`.
+
+    The layout is the same for every task, so `task` only documents the pairing; each task's own
+    answer format (a \\boxed{}, a code block) is already part of its grader's reward.
+    """
+    return FormatReward(formatted=formatted, unformatted=unformatted)
+
+
+def reward_functions(task: Task | str, with_format: bool = False) -> Sequence[_SafeReward]:
+    """The reward functions for GRPO on `task`: its grader, plus the format reward if asked."""
+    funcs: list[_SafeReward] = [task_reward(task)]
+    if with_format:
+        funcs.append(format_reward(task))
+    return funcs

@@ -1,0 +1,178 @@
+"""Loading each task's data: $LOWRES_DATA_DIR, an explicit path, the Hub (faked), and bad input."""
+
+import gzip
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from lowres.errors import UserError
+from lowres.tasks import get_task
+from lowres.tasks.data import read_rows
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+# task, split, file under DATA, rows, columns every row must have
+CASES = [
+    # 7,500 minus two rows whose solution ends in an empty \boxed{} (no gold answer).
+    ("math", "train", "math/train.jsonl.gz", 7498, {"id", "problem", "answer", "solution"}),
+    ("math", "test", "math500/test.jsonl", 500, {"id", "problem", "answer", "solution"}),
+    ("gsm8k", "train", "gsm8k/train.jsonl.gz", 7473, {"id", "question", "answer", "solution"}),
+    ("gsm8k", "test", "gsm8k/test.jsonl", 1319, {"id", "question", "answer", "solution"}),
+    ("mmlu_pro", "test", "mmlu_pro/test_2026-02.jsonl.gz", 12030,
+     {"id", "question", "options", "answer", "answer_index", "category"}),
+    ("humaneval_plus", "test", "humaneval_plus/HumanEvalPlus-OriginFmt-v0.1.10.jsonl.gz", 164,
+     {"id", "prompt", "entry_point", "test", "answer"}),
+]
+
+
+@pytest.fixture
+def data_dir(monkeypatch):
+    if not DATA.is_dir():
+        pytest.skip(f"no offline data at {DATA}")
+    monkeypatch.setenv("LOWRES_DATA_DIR", str(DATA))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return DATA
+
+
+@pytest.fixture
+def no_data_dir(monkeypatch):
+    monkeypatch.delenv("LOWRES_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize(("name", "split", "file", "count", "columns"), CASES)
+def test_load_from_data_dir(data_dir, name, split, file, count, columns):
+    task = get_task(name)
+    rows = task.load(split)
+    assert len(rows) == count
+    assert all(columns <= set(row) for row in rows)
+    assert len({row["id"] for row in rows}) == count  # ids are unique
+    assert all(isinstance(row["id"], str) and row["answer"] not in (None, "") for row in rows)
+    messages = task.prompt(rows[0])
+    assert [m["role"] for m in messages] == ["system", "user"]
+
+
+@pytest.mark.parametrize(("name", "split", "file", "count", "columns"), CASES)
+def test_load_from_explicit_path(no_data_dir, name, split, file, count, columns):
+    if not (DATA / file).is_file():
+        pytest.skip(f"no offline data at {DATA}")
+    rows = get_task(name).load(split, path=str(DATA / file), limit=10, seed=1)
+    assert len(rows) == 10 and all(columns <= set(row) for row in rows)
+
+
+def test_gold_answers(data_dir):
+    assert get_task("gsm8k").load("test")[0]["answer"] == "18"
+    assert get_task("math").load("train")[0]["answer"] == "0"
+    math500 = get_task("math").load("test")
+    assert math500[0]["answer"] == r"\left( 3, \frac{\pi}{2} \right)"
+    mmlu = get_task("mmlu_pro").load("test")[0]
+    assert mmlu["answer"] == "ABCDEFGHIJ"[mmlu["answer_index"]]
+
+
+def test_mmlu_pro_category_filter(data_dir):
+    task = get_task("mmlu_pro")
+    physics = task.load("test", category="physics")
+    assert len(physics) == 1299 and {r["category"] for r in physics} == {"physics"}
+    both = task.load("test", category=["physics", "History"])
+    assert {r["category"] for r in both} == {"physics", "history"}
+    with pytest.raises(UserError, match="unknown mmlu_pro category"):
+        task.load("test", category="astrology")
+
+
+def test_math_rows_without_gold_are_dropped(tmp_path, no_data_dir):
+    path = tmp_path / "m.jsonl"
+    rows = [{"problem": "p1", "solution": "so \\boxed{3}"}, {"problem": "p2", "solution": "\\boxed{}"},
+            {"problem": "p3", "answer": "7"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert [r["answer"] for r in get_task("math").load("train", path=str(path))] == ["3", "7"]
+    path.write_text(json.dumps({"problem": "p", "solution": "no box"}))
+    with pytest.raises(UserError, match="boxed"):
+        get_task("math").load("train", path=str(path))
+
+
+def test_parquet_and_json_files(tmp_path, no_data_dir):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    rows = [{"question": "1+1?", "answer": "2\n#### 2"}, {"question": "2+2?", "answer": "#### 4"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "g.parquet")
+    (tmp_path / "g.json").write_text(json.dumps(rows))
+    with gzip.open(tmp_path / "g.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in rows))
+    for name in ("g.parquet", "g.json", "g.jsonl.gz"):
+        loaded = get_task("gsm8k").load("train", path=str(tmp_path / name))
+        assert [r["answer"] for r in loaded] == ["2", "4"]
+
+
+def test_missing_file_is_a_user_error(tmp_path, no_data_dir):
+    with pytest.raises(UserError, match="does not exist"):
+        get_task("gsm8k").load("train", path=str(tmp_path / "nope.jsonl"))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(UserError, match="unsupported format"):
+        read_rows(tmp_path / "x.csv")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(UserError, match="could not be read"):
+        read_rows(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(UserError, match="no rows"):
+        read_rows(tmp_path / "empty.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("name", "split", "expected"),
+    [
+        ("gsm8k", "train", "question, answer"),
+        ("mmlu_pro", "test", "question_id, question, options, answer, category"),
+        ("humaneval_plus", "test", "task_id, prompt, canonical_solution, entry_point, test"),
+        ("math", "test", "problem"),
+    ],
+)
+def test_missing_columns_name_the_file_and_the_columns(tmp_path, no_data_dir, name, split, expected):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"text": "hello"}) + "\n")
+    with pytest.raises(UserError) as info:
+        get_task(name).load(split, path=str(path))
+    message = str(info.value)
+    assert str(path) in message and expected in message and "\n" not in message
+
+
+def test_train_split_of_single_split_tasks_is_test(data_dir):
+    for name in ("mmlu_pro", "humaneval_plus"):
+        task = get_task(name)
+        assert task.train_split == "test"
+        assert [r["id"] for r in task.load("train", limit=5)] == [r["id"] for r in task.load("test", limit=5)]
+
+
+def test_unknown_split(no_data_dir):
+    for name in ("math", "gsm8k", "mmlu_pro", "humaneval_plus"):
+        with pytest.raises(UserError, match="split"):
+            get_task(name).load("dev")
+
+
+def test_hub_is_used_without_local_data(monkeypatch, no_data_dir):
+    calls = []
+
+    def load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        return [{"question": "1+1?", "answer": "#### 2"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    rows = get_task("gsm8k").load("test")
+    assert calls == [("openai/gsm8k", "main", "test")]
+    assert rows[0]["answer"] == "2" and rows[0]["id"] == "gsm8k/test/0"
+
+
+def test_hub_failure_is_a_user_error(monkeypatch, no_data_dir, tmp_path):
+    def load_dataset(name, config=None, split=None):
+        raise ConnectionError("offline")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    with pytest.raises(UserError, match="LOWRES_DATA_DIR"):
+        get_task("mmlu_pro").load("validation")
+    # A data dir without the file falls back to the Hub, and the error says where it looked.
+    monkeypatch.setenv("LOWRES_DATA_DIR", str(tmp_path))
+    with pytest.raises(UserError, match=str(tmp_path)):
+        get_task("math").load("test")

@@ -1,0 +1,168 @@
+"""The training stages on CPU with the embedded SmolLM2-135M: warmup, QLoRA warmup, merge, GRPO, resume."""
+
+import json
+import re
+
+import pytest
+from transformers import TrainerCallback
+
+from lowres.recipe import recipe_from_dict
+from lowres.tasks import Score, register_task
+
+pytestmark = pytest.mark.slow
+
+
+def make_recipe(tmp_path, **sections):
+    raw = {
+        "name": "t",
+        "model": {"name_or_path": "embedded:smollm2-135m", "max_seq_length": 1024},
+        "stages": ["warmup", "merge"],
+        "data": {"warmup": {"source": "kk-solver", "n_puzzles": 12, "people": [2]}},
+        "warmup": {"load_in_4bit": False, "learning_rate": 1e-3, "max_steps": 5, "per_device_train_batch_size": 2,
+                   "gradient_accumulation_steps": 1, "save_steps": 2, "lora": {"r": 8, "lora_alpha": 16}},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return recipe_from_dict(raw, "test")
+
+
+def logged(path, key):
+    return [r[key] for r in map(json.loads, path.read_text().splitlines()) if key in r]
+
+
+@pytest.fixture(scope="module")
+def warmed(tmp_path_factory):
+    """One 5-step LoRA warmup on solver-written traces, shared by the tests that need an adapter."""
+    from lowres.train.warmup import run_warmup
+
+    tmp = tmp_path_factory.mktemp("warmup")
+    recipe = make_recipe(tmp)
+    return recipe, run_warmup(recipe)
+
+
+def test_warmup_lowers_the_loss_and_writes_an_adapter(warmed):
+    recipe, out = warmed
+    losses = logged(out / "metrics.jsonl", "loss")
+    assert len(losses) == 5
+    assert losses[-1] < losses[0]
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "tokenizer_config.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["dropped_over_max_seq_length"] == 0
+    assert "name: t" in (out / "recipe.yaml").read_text()
+
+
+def test_too_long_traces_are_dropped_and_counted(tmp_path):
+    from lowres.tasks.kk.task import solver_trace_rows
+    from lowres.models import load_model_and_tokenizer
+    from lowres.train.warmup import to_text_pairs
+
+    _, tokenizer = load_model_and_tokenizer("embedded:smollm2-135m")
+    recipe = make_recipe(tmp_path, model={"max_seq_length": 300})
+    examples = solver_trace_rows(6, [2, 8], seed=3)
+    pairs, dropped = to_text_pairs(examples, tokenizer, recipe)
+    assert dropped > 0 and len(pairs) + dropped == 6
+    assert all(p["completion"].rstrip().endswith("</answer>") for p in pairs)  # kept ones are whole
+
+
+def test_qlora_warmup_runs_on_cpu(tmp_path):
+    from lowres.train.warmup import run_warmup
+
+    recipe = make_recipe(tmp_path, warmup={"load_in_4bit": True, "max_steps": 2})
+    out = run_warmup(recipe)
+    assert len(logged(out / "metrics.jsonl", "loss")) == 2
+    assert json.loads((out / "summary.json").read_text())["load_in_4bit"] is True
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_merge_agrees_with_base_plus_adapter_and_reloads(warmed, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from lowres.train.merge import run_merge
+
+    recipe, out = warmed
+    merged = run_merge(recipe.model.name_or_path, out / "adapter", tmp_path / "merged")
+    report = json.loads((merged / "merge.json").read_text())
+    assert report["relative_diff"] <= report["tolerance"]
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_merge_refuses_to_overwrite_the_base_and_bad_adapters(warmed, tmp_path):
+    from lowres.errors import UserError
+    from lowres.models import resolve_model
+    from lowres.train.merge import run_merge
+
+    recipe, out = warmed
+    base = resolve_model(recipe.model.name_or_path)
+    with pytest.raises(UserError, match="refusing to overwrite the base model"):
+        run_merge(base, out / "adapter", base)
+    with pytest.raises(UserError, match="no LoRA adapter here"):
+        run_merge(base, tmp_path, tmp_path / "m")
+
+
+class Crash(TrainerCallback):
+    """Simulates a killed process: raise in the middle of step `at` (after checkpoint at-1)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+def test_warmup_resumes_after_an_interruption(tmp_path):
+    from lowres.train.warmup import run_warmup
+
+    recipe = make_recipe(tmp_path, warmup={"max_steps": 4, "save_steps": 2})
+    with pytest.raises(KeyboardInterrupt):
+        run_warmup(recipe, callbacks=(Crash(3),))
+    metrics = recipe.run_dir / "warmup" / "metrics.jsonl"
+    steps_before = [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if "loss" in r]
+    assert steps_before == [1, 2]
+    run_warmup(recipe)
+    steps = [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if "loss" in r]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 were not redone
+    assert json.loads((recipe.run_dir / "warmup" / "summary.json").read_text())["steps"] == 4
+
+
+class SingleDigitSums:
+    """A task the 135M model sometimes gets right at T=0.7, so GRPO groups have reward variance."""
+
+    name = "test_sums"
+    description = "a+b for single digits"
+
+    def load(self, split, limit=None, seed=0, path=None, **_):
+        rows = [{"id": f"{a}+{b}", "a": a, "b": b, "answer": str(a + b)} for a in range(1, 10) for b in range(1, 10)]
+        return rows[:limit] if limit else rows
+
+    def prompt(self, row):
+        return [{"role": "user", "content": f"What is {row['a']} + {row['b']}? Reply with just the number."}]
+
+    def score(self, completion, row):
+        numbers = re.findall(r"-?\d+", completion)
+        correct = bool(numbers) and numbers[0] == row["answer"]
+        return Score(formatted=bool(numbers), correct=correct, reward=float(correct),
+                     extracted=numbers[0] if numbers else None)
+
+
+def test_grpo_two_steps_writes_an_adapter_and_logs_zero_variance(tmp_path):
+    from lowres.train.rlvr import run_rlvr
+
+    register_task(SingleDigitSums())
+    recipe = make_recipe(
+        tmp_path, stages=["rlvr"],
+        data={"target": {"task": "test_sums", "n_examples": 16}},
+        rlvr={"start_from": "base", "max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
+              "max_prompt_length": 128, "max_completion_length": 16, "learning_rate": 1e-5, "save_steps": 1})
+    out = run_rlvr(recipe)
+    metrics = out / "metrics.jsonl"
+    zero_var = logged(metrics, "frac_reward_zero_std")
+    assert len(zero_var) == 2 and all(0.0 <= f <= 1.0 for f in zero_var)
+    assert len(logged(metrics, "reward")) == 2
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["train_examples"] == 16
+
