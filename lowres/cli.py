@@ -359,6 +359,52 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, ou
     run_rlvr(_recipe(recipe_file, overrides), model_ref, out)
 
 
+# ---------------------------------------------------------------- eval and compare
+
+@cli.command("eval")
+@click.argument("model_ref", metavar="MODEL")
+@click.option("--adapter", type=click.Path(path_type=Path), help="A LoRA adapter to apply to MODEL.")
+@click.option("--tasks", default="kk", show_default=True, help="Comma-separated: kk,gsm8k,math,mmlu_pro,…")
+@click.option("--n-samples", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Questions per task (a seeded sample).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--chat-template", type=click.Choice(["model", "r1"]), default="model", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Results folder (default runs/eval/<model>).")
+def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_new_tokens, limit, batch_size,
+                 chat_template, seed, out) -> None:
+    """Evaluate a model (hub id, folder, merged checkpoint, or base + --adapter) on tasks: mean accuracy
+    ± std over samples, pass@k, format errors, completion length; per-sample JSONL."""
+    from lowres.evaluate import GenerationSettings, evaluate_model
+    from lowres.report import results_table
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    settings = GenerationSettings(n_samples=n_samples, temperature=temperature, top_p=top_p,
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  chat_template=chat_template, seed=seed)
+    label = Path(model_ref).name or model_ref
+    out = out or Path("runs") / "eval" / (label.replace(":", "-") + (f"+{adapter.name}" if adapter else ""))
+    results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label)
+    console.print(results_table({label: results}))
+    console.print(f"results → {out}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN...")
+@click.option("--plot", type=click.Path(path_type=Path), default=Path("comparison.png"), show_default=True,
+              help="Where to write the bar chart.")
+def compare(runs: tuple[Path, ...], plot: Path) -> None:
+    """Side-by-side accuracy of `lowres eval` outputs and/or `lowres run` folders, with a PNG chart."""
+    from lowres.report import collect, plot_comparison, results_table
+
+    results = collect(list(runs))
+    console.print(results_table(results))
+    console.print(f"chart → {plot_comparison(results, plot)}")
+
+
 # ---------------------------------------------------------------- run
 
 @cli.command()

@@ -45,12 +45,16 @@ class EvalResult:
     mean_completion_tokens: float
     truncated_rate: float
     per_category: dict[str, float] = field(default_factory=dict)
+    # MMLU-Pro's convention: an unparseable answer counts as a random guess among the options.
+    accuracy_random_guess: float | None = None
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return (f"{self.task}: {100 * self.accuracy_mean:.1f} ± {100 * self.accuracy_std:.1f} "
-                f"(n={self.n_questions}×{self.n_samples}, format errors "
-                f"{100 * self.format_error_rate:.0f}%)")
+        guess = (f", {100 * self.accuracy_random_guess:.1f} with random guesses"
+                 if self.accuracy_random_guess is not None else "")
+        return (f"{self.model} on {self.task}: {100 * self.accuracy_mean:.1f} ± {100 * self.accuracy_std:.1f}{guess} "
+                f"(n={self.n_questions}×{self.n_samples}, format errors {100 * self.format_error_rate:.0f}%, "
+                f"mean length {self.mean_completion_tokens:.0f} tokens)")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -126,6 +130,11 @@ def evaluate_task(model, tokenizer, task: Task, rows: list[dict], settings: Gene
                                   score.extracted, score.formatted, score.correct, score.reward,
                                   row.get("category")))
     result = summarise(task.name, model_name, samples, settings.n_samples, len(rows))
+    guess = getattr(task, "random_guess_correct", None)
+    if callable(guess):
+        by_id = {str(row.get("id", i)): row for i, row in enumerate(rows)}
+        result.accuracy_random_guess = statistics.fmean(
+            s.correct or (s.extracted is None and guess(by_id[s.question_id], s.sample_index)) for s in samples)
     result.seconds = round(time.time() - started, 1)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,3 +170,44 @@ def summarise(task_name: str, model_name: str, samples: list[Sample], n_samples:
         truncated_rate=statistics.fmean(s.truncated for s in samples),
         per_category={c: statistics.fmean(v) for c, v in sorted(categories.items())},
     )
+
+
+def evaluate_model(model_ref: str, task_names: list[str], settings: GenerationSettings, *, adapter: Path | None = None,
+                   limit: int | None = None, out_dir: Path | None = None, label: str | None = None,
+                   dtype: str = "auto") -> list[EvalResult]:
+    """Load a model (optionally base + LoRA adapter) once and evaluate it on each task's test split.
+
+    Writes <out_dir>/<task>/{results.json,samples.jsonl} and <out_dir>/results.json (all tasks)."""
+    from lowres.hardware import detect
+    from lowres.models import load_model_and_tokenizer
+    from lowres.tasks import get_task
+
+    tasks = [get_task(name) for name in task_names]  # fail on a bad name before loading anything
+    hw = detect(dtype)
+    model, tokenizer = load_model_and_tokenizer(model_ref, hw.torch_dtype, hw.device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        from lowres.errors import UserError
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise UserError(f"{adapter}: no LoRA adapter here (adapter_config.json is missing)")
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    label = label or model_ref
+    results = []
+    for task in tasks:
+        rows = task.load("test", limit=limit, seed=settings.seed)
+        results.append(evaluate_task(model, tokenizer, task, rows, settings, label,
+                                     None if out_dir is None else Path(out_dir) / task.name))
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return results
+
+
+def load_results(path: Path) -> list[EvalResult]:
+    """Results written by `evaluate_model` (a results.json, or the folder holding one)."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    return [EvalResult(**r) for r in json.loads(file.read_text())]

@@ -16,11 +16,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from lowres.evaluate import EvalResult, GenerationSettings, evaluate_task
-from lowres.hardware import detect
-from lowres.models import describe_model, load_model_and_tokenizer
+from lowres.evaluate import EvalResult, GenerationSettings, evaluate_model, load_results
+from lowres.models import describe_model
 from lowres.recipe import DEFAULT_RECIPE, Recipe, dump_recipe
-from lowres.tasks import get_task
+from lowres.report import plot_comparison, plot_training_curve, results_markdown, results_table
 from lowres.ui import console
 
 __all__ = ["DEFAULT_RECIPE", "plan", "run_recipe"]
@@ -126,56 +125,44 @@ def run_recipe(recipe: Recipe) -> dict[str, list[EvalResult]]:
         models = {"base": (recipe.model.name_or_path, None), "warmup": (str(merged), None),
                   "rlvr": (rlvr_start, recipe.run_dir / "rlvr" / "adapter")}
         for label in _eval_labels(recipe):
-            results[label] = evaluate_model(recipe, *models[label], label=label)
-        console.print(results_table(results))
+            results[label] = evaluate_stage_model(recipe, *models[label], label=label)
+        write_report(recipe, results)
     console.print(f"done in {time.time() - started:.0f} s → {recipe.run_dir}")
     return results
 
 
-def evaluate_model(recipe: Recipe, model_ref: str, adapter: Path | None, label: str) -> list[EvalResult]:
-    """Evaluate one model (optionally with a LoRA adapter) on every eval task; cached per label."""
+def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, label: str) -> list[EvalResult]:
+    """Evaluate one of the run's models on every eval task; skipped when done with the same inputs."""
     out_root = recipe.run_dir / "eval" / label
     made_by = {"base": "base", "warmup": "merge", "rlvr": "rlvr"}[label]
     fingerprint = _fingerprint(stage_fingerprints(recipe)[made_by], recipe.eval)
-    cached = out_root / "results.json"
-    if _is_done(out_root, fingerprint) and cached.is_file():
-        console.print(f"[green]eval {label}: done before — skipped[/green]")
-        return [EvalResult(**r) for r in json.loads(cached.read_text())]
+    if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
+        console.print(f"[green]eval {label}: done before with the same inputs — skipped[/green]")
+        return load_results(out_root)
     t0 = time.time()
-    hw = detect(recipe.model.dtype)
-    model, tokenizer = load_model_and_tokenizer(model_ref, hw.torch_dtype, hw.device)
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
     settings = GenerationSettings(
         n_samples=recipe.eval.n_samples, temperature=recipe.eval.temperature, top_p=recipe.eval.top_p,
         max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size,
         chat_template=recipe.model.chat_template, seed=recipe.seed)
-    results = []
-    for task_name in recipe.eval.tasks:
-        task = get_task(task_name)
-        rows = task.load("test", limit=recipe.eval.limit, seed=recipe.seed)
-        results.append(evaluate_task(model, tokenizer, task, rows, settings, label, out_root / task_name))
-    out_root.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+    results = evaluate_model(model_ref, recipe.eval.tasks, settings, adapter=adapter, limit=recipe.eval.limit,
+                             out_dir=out_root, label=label, dtype=recipe.model.dtype)
     _mark_done(out_root, fingerprint, time.time() - t0)
     return results
 
 
-def results_table(results: dict[str, list[EvalResult]]) -> Table:
-    """Task × model, mean ± std accuracy over samples (%)."""
-    table = Table(title="accuracy (%), mean ± std over samples", title_justify="left")
-    table.add_column("task")
-    labels = list(results)
-    for label in labels:
-        table.add_column(label, justify="right")
-    tasks = [r.task for r in next(iter(results.values()), [])]
-    for i, task in enumerate(tasks):
-        cells = []
-        for label in labels:
-            r = results[label][i]
-            cells.append(f"{100 * r.accuracy_mean:.1f} ± {100 * r.accuracy_std:.1f}")
-        table.add_row(task, *cells)
-    return table
+def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
+    """The run's report: the table on screen, report.md, and PNG plots next to it."""
+    console.print(results_table(results))
+    run_dir = recipe.run_dir
+    lines = [f"# {recipe.name}\n", f"{recipe.description}\n", f"Model: {describe_model(recipe.model.name_or_path)}\n",
+             "## Accuracy (%), mean ± std over samples\n", results_markdown(results)]
+    plot_comparison(results, run_dir / "comparison.png")
+    lines.append("![comparison](comparison.png)\n")
+    metrics = run_dir / "rlvr" / "metrics.jsonl"
+    if metrics.is_file() and plot_training_curve(metrics, run_dir / "rlvr_reward.png",
+                                                 ("reward", "frac_reward_zero_std")):
+        lines.append("## RLVR\n\n![reward over steps](rlvr_reward.png)\n")
+    report = run_dir / "report.md"
+    report.write_text("\n".join(lines))
+    console.print(f"report: {report}")
+    return report

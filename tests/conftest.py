@@ -15,6 +15,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # The embedded model is converted once per cache; keep the cache in the repo's (ignored) pytest
 # folder so local reruns skip the ≈20 s conversion, while a fresh CI clone starts clean.
 os.environ.setdefault("LOWRES_HOME", str(REPO / ".pytest_cache" / "lowres_home"))
+# Tasks read the benchmark data from here instead of the hub (offline).
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("LOWRES_DATA_DIR", str(SHARED_DATA))
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,8 @@ def prepare_backend(hw: Hardware) -> None:
         # Unsloth still works, but without its patches to these: say so rather than be silently slow.
         from lowres.ui import console
 
-        console.print(f"[yellow]unsloth imported after {', '.join(late)}; some of its speed-ups may be missing[/yellow]")
+        console.print(f"[yellow]unsloth imported after {', '.join(late)}; "
+                      "some of its speed-ups may be missing[/yellow]")
     import unsloth  # noqa: F401
 
 

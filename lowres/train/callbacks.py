@@ -81,5 +81,10 @@ class LiveView(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self._bar is not None:
             self._bar.update(self._task, completed=state.global_step)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (also after a crash, so the terminal is left clean)."""
+        if self._bar is not None:
             self._bar.stop()
             self._bar = None

@@ -164,19 +164,23 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     reward_funcs = [task_reward(task)] + ([format_reward(task)] if cfg.format_reward_weight else [])
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
                              cfg.stop_after_constant_reward_steps)
+    live = LiveView("rlvr", ("reward", "frac_reward_zero_std", "completions/mean_length"))
     trainer_cls = _trainer_class(cfg.zero_variance_groups == "skip")
     trainer = trainer_cls(
         model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir), train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
-                   LiveView("rlvr", ("reward", "frac_reward_zero_std", "completions/mean_length")), *callbacks],
+                   live, *callbacks],
     )
     drop_default_printer(trainer)
     resume = last_checkpoint(out_dir / "checkpoints")
     if resume:
         console.print(f"resuming RLVR from {resume}")
-    with oom_guard("rlvr", "rlvr.num_generations, rlvr.max_completion_length or per_device_train_batch_size"):
-        result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        with oom_guard("rlvr", "rlvr.num_generations, rlvr.max_completion_length or per_device_train_batch_size"):
+            result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        live.close()
 
     adapter_dir = out_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)

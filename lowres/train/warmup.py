@@ -125,17 +125,21 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
         **precision_flags(hw),
     )
+    live = LiveView("warmup", ("loss", "eval_loss"))
     trainer = SFTTrainer(
         model=model, args=args, processing_class=tokenizer,
         train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held_out) if held_out else None,
-        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "warmup"), LiveView("warmup", ("loss", "eval_loss")), *callbacks],
+        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "warmup"), live, *callbacks],
     )
     drop_default_printer(trainer)
     resume = last_checkpoint(out_dir / "checkpoints")
     if resume:
         console.print(f"resuming warmup from {resume}")
-    with oom_guard("warmup", "warmup.per_device_train_batch_size or model.max_seq_length"):
-        result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        with oom_guard("warmup", "warmup.per_device_train_batch_size or model.max_seq_length"):
+            result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        live.close()
     eval_loss = _final_eval_loss(trainer) if held_out else None
 
     adapter_dir = out_dir / "adapter"

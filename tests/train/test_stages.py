@@ -54,8 +54,8 @@ def test_warmup_lowers_the_loss_and_writes_an_adapter(warmed):
 
 
 def test_too_long_traces_are_dropped_and_counted(tmp_path):
-    from lowres.tasks.kk.task import solver_trace_rows
     from lowres.models import load_model_and_tokenizer
+    from lowres.tasks.kk.task import solver_trace_rows
     from lowres.train.warmup import to_text_pairs
 
     _, tokenizer = load_model_and_tokenizer("embedded:smollm2-135m")

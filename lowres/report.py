@@ -1,0 +1,120 @@
+"""Tables and plots of evaluation results: the terminal table, a Markdown table and PNG charts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from lowres.errors import UserError
+from lowres.evaluate import EvalResult, load_results
+
+Results = dict[str, list[EvalResult]]  # label -> one result per task
+
+
+def _cell(result: EvalResult | None) -> str:
+    return "—" if result is None else f"{100 * result.accuracy_mean:.1f} ± {100 * result.accuracy_std:.1f}"
+
+
+def _tasks(results: Results) -> list[str]:
+    seen: dict[str, None] = {}
+    for rs in results.values():
+        for r in rs:
+            seen.setdefault(r.task, None)
+    return list(seen)
+
+
+def _lookup(results: Results, label: str, task: str) -> EvalResult | None:
+    return next((r for r in results[label] if r.task == task), None)
+
+
+def results_table(results: Results, title: str = "accuracy (%), mean ± std over samples") -> Table:
+    """Task × model."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("task")
+    for label in results:
+        table.add_column(label, justify="right")
+    for task in _tasks(results):
+        table.add_row(task, *(_cell(_lookup(results, label, task)) for label in results))
+    return table
+
+
+def results_markdown(results: Results) -> str:
+    labels = list(results)
+    lines = ["| task | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for task in _tasks(results):
+        lines.append(f"| {task} | " + " | ".join(_cell(_lookup(results, label, task)) for label in labels) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def collect(paths: list[Path]) -> Results:
+    """Results from `lowres eval` output folders and/or `lowres run` folders (runs/<name>)."""
+    results: Results = {}
+    for path in map(Path, paths):
+        if (path / "results.json").is_file():
+            results[path.name] = load_results(path)
+        elif (path / "eval").is_dir():
+            for label_dir in sorted((path / "eval").iterdir(), key=lambda p: ("base", "warmup", "rlvr").index(p.name)
+                                    if p.name in ("base", "warmup", "rlvr") else 9):
+                if (label_dir / "results.json").is_file():
+                    results[f"{path.name}/{label_dir.name}"] = load_results(label_dir)
+        else:
+            raise UserError(f"{path}: no results here (expected a `lowres eval --out` folder or a runs/<name> folder)")
+    if not results:
+        raise UserError("no evaluation results found in " + ", ".join(map(str, paths)))
+    return results
+
+
+def plot_comparison(results: Results, png: Path) -> Path:
+    """Grouped bars: one group per task, one bar per model, error bars = std over samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, labels = _tasks(results), list(results)
+    width = 0.8 / max(len(labels), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(tasks) * max(1, len(labels)) / 2), 3.6))
+    for i, label in enumerate(labels):
+        found = [_lookup(results, label, t) for t in tasks]
+        xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(tasks))]
+        means = [100 * r.accuracy_mean if r else 0.0 for r in found]
+        stds = [100 * r.accuracy_std if r else 0.0 for r in found]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=label)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("lowres: accuracy by task")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def plot_training_curve(metrics_jsonl: Path, png: Path, keys: tuple[str, ...] = ("reward",)) -> Path | None:
+    """A metric over steps from a stage's metrics.jsonl (e.g. the RLVR reward). None if nothing logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    plotted = False
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=key)
+            plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
