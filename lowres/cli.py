@@ -417,7 +417,11 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool) -> N
 
     recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides)
     if dry_run:
+        from lowres.estimate import describe
+
         console.print(plan(recipe))
+        for line in describe(recipe):
+            console.print(line)
         click.echo(dump_recipe(recipe), nl=False)
         return
     run_recipe(recipe)

@@ -155,7 +155,7 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
     console.print(results_table(results))
     run_dir = recipe.run_dir
     lines = [f"# {recipe.name}\n", f"{recipe.description}\n", f"Model: {describe_model(recipe.model.name_or_path)}\n",
-             "## Accuracy (%), mean ± std over samples\n", results_markdown(results)]
+             "## Accuracy (%), mean ± std over samples (share of well-formed answers)\n", results_markdown(results)]
     plot_comparison(results, run_dir / "comparison.png")
     lines.append("![comparison](comparison.png)\n")
     metrics = run_dir / "rlvr" / "metrics.jsonl"

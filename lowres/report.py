@@ -14,7 +14,10 @@ Results = dict[str, list[EvalResult]]  # label -> one result per task
 
 
 def _cell(result: EvalResult | None) -> str:
-    return "—" if result is None else f"{100 * result.accuracy_mean:.1f} ± {100 * result.accuracy_std:.1f}"
+    if result is None:
+        return "—"
+    return (f"{100 * result.accuracy_mean:.1f} ± {100 * result.accuracy_std:.1f} "
+            f"(format ok {100 * (1 - result.format_error_rate):.0f}%)")
 
 
 def _tasks(results: Results) -> list[str]:
@@ -29,7 +32,10 @@ def _lookup(results: Results, label: str, task: str) -> EvalResult | None:
     return next((r for r in results[label] if r.task == task), None)
 
 
-def results_table(results: Results, title: str = "accuracy (%), mean ± std over samples") -> Table:
+TITLE = "accuracy (%), mean ± std over samples (share of well-formed answers)"
+
+
+def results_table(results: Results, title: str = TITLE) -> Table:
     """Task × model."""
     table = Table(title=title, title_justify="left")
     table.add_column("task")

@@ -1,0 +1,110 @@
+"""Rough model size and memory figures for `lowres run --dry-run`, without loading any weights.
+
+The parameter count comes from the model's config.json (a local folder, the embedded model's cache,
+or the Hugging Face cache — never the network). Memory is weights plus the LoRA adapter's training
+state; activations and the generation cache come on top and depend on batch and sequence length.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lowres.models import EMBEDDED, EMBEDDED_PREFIX, lowres_home
+from lowres.recipe import LoraSection, Recipe
+
+
+def _qwen25(hidden, layers, heads, kv, inter, vocab=151936, tied=True):
+    return {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": kv, "intermediate_size": inter, "vocab_size": vocab, "tie_word_embeddings": tied}
+
+
+# Shapes of the models the bundled recipes use, so a dry run can size them before any download.
+KNOWN_SHAPES = {
+    "Qwen/Qwen2.5-0.5B": _qwen25(896, 24, 14, 2, 4864),
+    "Qwen/Qwen2.5-1.5B": _qwen25(1536, 28, 12, 2, 8960),
+    "Qwen/Qwen2.5-3B": _qwen25(2048, 36, 16, 2, 11008),
+    "Qwen/Qwen2.5-7B": _qwen25(3584, 28, 28, 4, 18944, vocab=152064, tied=False),
+}
+
+
+def local_config(ref: str) -> dict | None:
+    """config.json of a model reference, if it is on this machine (or a known shape)."""
+    known = KNOWN_SHAPES.get(ref.removesuffix("-Instruct"))
+    if known is not None:
+        return known
+    if ref.startswith(EMBEDDED_PREFIX):
+        path = lowres_home() / "models" / ref[len(EMBEDDED_PREFIX):] / "config.json"
+    elif Path(ref).expanduser().is_dir():
+        path = Path(ref).expanduser() / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(ref, "config.json")
+        except Exception:  # an odd id: treat as not cached
+            cached = None
+        path = Path(cached) if isinstance(cached, str) else None
+    if path is None or not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    return config.get("text_config", config)
+
+
+def count_parameters(config: dict) -> int:
+    """Parameters of a decoder-only transformer (Llama/Qwen/Mistral-style config)."""
+    h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or h // heads
+    kv = config.get("num_key_value_heads", heads)
+    inter = config["intermediate_size"]
+    attention = 2 * h * heads * head_dim + 2 * h * kv * head_dim
+    mlp = 3 * h * inter
+    embeddings = vocab * h * (1 if config.get("tie_word_embeddings", False) else 2)
+    return layers * (attention + mlp + 2 * h) + embeddings + h
+
+
+def lora_parameters(config: dict, lora: LoraSection) -> int:
+    h, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or h // heads
+    kv = config.get("num_key_value_heads", heads)
+    inter = config["intermediate_size"]
+    shapes = {"q_proj": (h, heads * head_dim), "k_proj": (h, kv * head_dim), "v_proj": (h, kv * head_dim),
+              "o_proj": (heads * head_dim, h), "gate_proj": (h, inter), "up_proj": (h, inter),
+              "down_proj": (inter, h)}
+    return layers * sum(lora.r * (a + b) for name, (a, b) in shapes.items() if name in lora.target_modules)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def describe(recipe: Recipe) -> list[str]:
+    """Lines for the dry run: parameter count and a per-stage weights + LoRA-state memory figure."""
+    config = local_config(recipe.model.name_or_path)
+    if config is None and recipe.model.name_or_path.startswith(EMBEDDED_PREFIX):
+        name = recipe.model.name_or_path[len(EMBEDDED_PREFIX):]
+        if name in EMBEDDED:
+            return ["model size: 135M parameters (converted on first use)"]
+    if config is None:
+        return ["model size: unknown until the model is downloaded (its config.json is not on this machine)"]
+    try:
+        params = count_parameters(config)
+    except KeyError as e:
+        return [f"model size: unknown (config.json has no {e.args[0]})"]
+    lines = [f"model size: {params / 1e9:.2f}B parameters"]
+    from lowres.hardware import detect
+
+    hw = detect(recipe.model.dtype)
+    dense_bytes = 4 if hw.dtype == "fp32" else 2
+    for stage, four_bit, lora in (("warmup", recipe.warmup.load_in_4bit, recipe.warmup.lora),
+                                  ("rlvr", recipe.rlvr.load_in_4bit, recipe.rlvr.lora)):
+        if stage not in recipe.stages:
+            continue
+        weights = params * (0.55 if four_bit else dense_bytes)  # NF4 ≈ 4.4 bits/param with its scales
+        adapter = lora_parameters(config, lora) * 16  # fp32 weight, grad and two Adam moments
+        precision = "4-bit" if four_bit else hw.dtype
+        lines.append(f"{stage} on this {hw.device}: ≈{_gib(weights + adapter)} for weights ({precision}) "
+                     "and LoRA state, plus activations")
+    return lines
