@@ -86,8 +86,10 @@ def recipes() -> None:
 def recipes_list() -> None:
     """Name, description, model and stages of each bundled recipe."""
     table = Table(title="bundled recipes", title_justify="left")
-    for col in ("name", "description", "model", "stages"):
-        table.add_column(col, overflow="fold")
+    table.add_column("name", overflow="fold", max_width=20)
+    table.add_column("description", ratio=2)
+    table.add_column("model", no_wrap=True)
+    table.add_column("stages", ratio=1)
     for name, path in bundled_recipes().items():
         recipe = load_recipe(path)
         table.add_row(name, recipe.description, recipe.model.name_or_path, " → ".join(recipe.stages))

@@ -29,7 +29,8 @@ def test_kk_generate_traces_show_and_import(runner, tmp_path, shared_data):
     table = pq.read_table(traces).to_pylist()
     task = get_task("kk")
     for row in table:
-        assert task.score(row["completion"], {"names": _names(row["answer"]), "solution": _roles(row["answer"])}).correct
+        gold = {"names": _names(row["answer"]), "solution": _roles(row["answer"])}
+        assert task.score(row["completion"], gold).correct
 
     shown = runner.invoke(cli, ["kk", "show", "--from", str(puzzles), "--index", "2"])
     assert shown.exit_code == 0 and "solver-written trace" in shown.output and rows[2]["names"][0] in shown.output

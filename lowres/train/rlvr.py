@@ -26,7 +26,7 @@ from lowres.errors import UserError
 from lowres.hardware import Hardware, detect
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings, dump_recipe
-from lowres.rewards import format_reward, task_reward
+from lowres.rewards import reward_functions
 from lowres.tasks import get_task
 from lowres.tasks.sampling import sample_examples
 from lowres.train.backend import load_trainable, prepare_backend
@@ -161,7 +161,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
                                       max_seq_length=recipe.model.max_seq_length)
     dataset = build_dataset(rows, tokenizer, recipe)
-    reward_funcs = [task_reward(task)] + ([format_reward(task)] if cfg.format_reward_weight else [])
+    reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
                              cfg.stop_after_constant_reward_steps)
     live = LiveView("rlvr", ("reward", "frac_reward_zero_std", "completions/mean_length"))

@@ -163,12 +163,18 @@ def generate_puzzle(n_people: int, rng: random.Random | int | None = None, depth
     raise RuntimeError(f"no uniquely solvable {n_people}-person puzzle in {max_tries} draws")
 
 
+# Consecutive repeats after which the distinct puzzles of the asked sizes count as used up (2-person
+# puzzles run out after a few thousand).
+SATURATION_MISSES = 500
+
+
 def generate_puzzles(count: int, n_people: int | Iterable[int] = 3, seed: int | str = 0, depth: int = 1,
-                     distinct: bool = True) -> list[Puzzle]:
+                     distinct: bool = True, allow_fewer: bool = False) -> list[Puzzle]:
     """`count` puzzles from one seeded stream; reproducible: the same arguments give the same list.
 
     n_people: a size, or sizes (a list or range) to draw from uniformly per puzzle.
     distinct: skip a puzzle whose statements repeat an earlier one's (names aside).
+    allow_fewer: when the distinct puzzles run out, return those found instead of raising.
     """
     sizes = [n_people] if isinstance(n_people, int) else list(n_people)
     if not sizes:
@@ -178,15 +184,19 @@ def generate_puzzles(count: int, n_people: int | Iterable[int] = 3, seed: int | 
     rng = random.Random(seed)
     puzzles: list[Puzzle] = []
     seen: set[tuple[Expr, ...]] = set()
-    budget = 20 * count + 1000  # duplicates are rare except for tiny puzzles; never loop forever
+    misses = 0
     while len(puzzles) < count:
-        if budget == 0:
-            raise ValueError(f"could not draw {count} distinct puzzles of {sizes} people at depth {depth}")
-        budget -= 1
+        if misses >= SATURATION_MISSES:
+            if allow_fewer:
+                break
+            raise ValueError(f"could not draw {count} distinct puzzles of {sizes} people at depth {depth} "
+                             f"(found {len(puzzles)})")
         puzzle = generate_puzzle(rng.choice(sizes), rng, depth)
         key = tuple(puzzle.statements)
         if distinct and key in seen:
+            misses += 1
             continue
+        misses = 0
         seen.add(key)
         puzzles.append(puzzle)
     return puzzles

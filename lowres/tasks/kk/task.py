@@ -24,6 +24,7 @@ ANSWER_INSTRUCTION = (
     "within <answer> </answer> tags. i.e., <answer> (1) Zoey is a knight\n(2) ... </answer>."
 )
 GENERATED_SIZES = {"train": 2000, "test": 200}
+LOGIC_RL_SIZES = {3, 4, 5, 6, 7}
 
 
 def question_text(quiz: str) -> str:
@@ -67,6 +68,8 @@ class KKTask:
     def _local_logic_rl(self, path: str | None) -> Path | None:
         if path:
             return Path(path)
+        if not set(self.people) & LOGIC_RL_SIZES:
+            return None  # Logic-RL has no puzzles of these sizes: generate them
         root = os.environ.get("LOWRES_DATA_DIR")
         candidate = Path(root) / "knights_knaves" / "logic_rl" if root else None
         return candidate if candidate is not None and candidate.is_dir() else None
@@ -87,7 +90,8 @@ class KKTask:
         if split == "test":
             return test if count <= len(test) else generate_puzzles(count, self.people, f"{self.name}-test")
         test_statements = {tuple(p.statements) for p in test}
-        pool = generate_puzzles(2 * count, n_people=self.people, seed=f"{self.name}-{split}-{seed}")
+        pool = generate_puzzles(2 * count, n_people=self.people, seed=f"{self.name}-{split}-{seed}",
+                                allow_fewer=True)
         return [p for p in pool if tuple(p.statements) not in test_statements][:count]
 
     def prompt(self, row: dict[str, Any]) -> list[dict[str, str]]:
@@ -98,5 +102,5 @@ class KKTask:
 
 
 def kk_easy() -> KKTask:
-    """2-3 person puzzles: within reach of very small models (the embedded demo's target)."""
-    return KKTask(name="kk_easy", people=(2, 3))
+    """2-person puzzles: within reach of very small models (the embedded demo's target)."""
+    return KKTask(name="kk_easy", people=(2,))

@@ -87,3 +87,13 @@ def test_to_dict_round_trips_through_the_row_reader():
 
     for p in generate_puzzles(50, range(2, 9), seed=9, depth=2):
         assert puzzle_from_logic_rl(p.to_dict()) == p
+
+
+def test_small_puzzle_sizes_run_out_cleanly():
+    from lowres.tasks.kk.generator import generate_puzzles
+
+    found = generate_puzzles(100_000, n_people=2, seed=0, allow_fewer=True)
+    assert 0 < len(found) < 100_000
+    assert len({tuple(p.statements) for p in found}) == len(found)
+    with pytest.raises(ValueError, match="could not draw 100000 distinct puzzles"):
+        generate_puzzles(100_000, n_people=2, seed=0)
