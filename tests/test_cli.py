@@ -37,7 +37,7 @@ def test_recipes_list_and_show(runner):
     shown = runner.invoke(cli, ["recipes", "show", "demo"])
     assert shown.exit_code == 0 and "name: demo" in shown.output
     resolved = runner.invoke(cli, ["recipes", "show", "demo", "--resolved"])
-    assert "num_generations: 8" in resolved.output  # defaults filled in
+    assert "loss_type: dapo" in resolved.output  # a default the demo does not set
 
 
 def test_recipes_cp_copies_and_refuses_to_overwrite(runner, tmp_path):
