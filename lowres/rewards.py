@@ -176,6 +176,7 @@ class TaskReward(_SafeReward):
 
     def __init__(self, task: Task, name: str | None = None) -> None:
         super().__init__()
+        self._last_scores: list[Score] = []
         self.task = task
         self.__name__ = name or f"{task.name}_reward"
         rewards = getattr(task, "rewards", None)
@@ -205,7 +206,22 @@ class TaskReward(_SafeReward):
                     results[i] = self.task.score(texts[i], rows[i])
                 except Exception as exc:
                     results[i] = exc
+        self._last_scores = [r for r in results if isinstance(r, Score)]
         return [_reward_of(r) for r in results]
+
+    def __call__(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[float]:
+        """The rewards; also logs the batch's accuracy and format rate next to TRL's metrics."""
+        self._last_scores = []
+        rewards = super().__call__(prompts, completions, **kwargs)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric) and self._last_scores:
+            n = len(self._last_scores)
+            try:
+                log_metric(f"{self.__name__}/accuracy", sum(s.correct for s in self._last_scores) / n)
+                log_metric(f"{self.__name__}/format_rate", sum(s.formatted for s in self._last_scores) / n)
+            except Exception:  # logging must never cost a training step
+                pass
+        return rewards
 
 
 def _reward_of(result: Any) -> Any:

@@ -164,7 +164,8 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
                              cfg.stop_after_constant_reward_steps)
-    live = LiveView("rlvr", ("reward", "frac_reward_zero_std", "completions/mean_length"))
+    live = LiveView("rlvr", ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
+                             "completions/mean_length"))
     trainer_cls = _trainer_class(cfg.zero_variance_groups == "skip")
     trainer = trainer_cls(
         model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir), train_dataset=dataset,

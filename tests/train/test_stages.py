@@ -162,6 +162,9 @@ def test_grpo_two_steps_writes_an_adapter_and_logs_zero_variance(tmp_path):
     zero_var = logged(metrics, "frac_reward_zero_std")
     assert len(zero_var) == 2 and all(0.0 <= f <= 1.0 for f in zero_var)
     assert len(logged(metrics, "reward")) == 2
+    assert all(0.0 <= a <= 1.0 for a in logged(metrics, "test_sums_reward/accuracy"))
+    assert len(logged(metrics, "test_sums_reward/format_rate")) == 2
+    assert len(logged(metrics, "entropy")) == 2
     assert (out / "adapter" / "adapter_config.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["train_examples"] == 16
