@@ -31,7 +31,9 @@ def test_task_reward_scores_strings_and_chat_messages():
     completions = [right, [{"role": "assistant", "content": right}], "<answer>\\boxed{17}</answer>", "18"]
     out, metrics = trl_call(reward, completions, answer=["18"] * 4, question=["q"] * 4)
     assert out == [1.0, 1.0, 0.0, 0.0]
-    assert metrics == {"reward_errors/gsm8k_reward": 0.0}
+    # "18" alone is right but unformatted (no reward); "\boxed{17}" is formatted but wrong.
+    assert metrics == {"reward_errors/gsm8k_reward": 0.0, "gsm8k_reward/accuracy": 0.75,
+                       "gsm8k_reward/format_rate": 0.75}
     assert reward.errors == 0
 
 
