@@ -35,3 +35,10 @@ def embedded_model():
     model, tokenizer = load_model_and_tokenizer("embedded:smollm2-135m")
     model.eval()
     return model, tokenizer
+
+
+@pytest.fixture
+def data_dir(monkeypatch, shared_data) -> Path:
+    """The benchmark data as $LOWRES_DATA_DIR, for tests that load task data offline."""
+    monkeypatch.setenv("LOWRES_DATA_DIR", str(shared_data))
+    return shared_data

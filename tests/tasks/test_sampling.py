@@ -58,15 +58,6 @@ def test_bad_requests():
         sample_examples(ROWS, 5, stratify_by="missing")
 
 
-@pytest.fixture
-def data_dir(monkeypatch):
-    if not DATA.is_dir():
-        pytest.skip(f"no offline data at {DATA}")
-    monkeypatch.setenv("LOWRES_DATA_DIR", str(DATA))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return DATA
-
-
 def test_math_train_subset_is_disjoint_from_math500(data_dir):
     from lowres.tasks.math import MathTask
 

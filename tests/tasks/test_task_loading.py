@@ -29,15 +29,6 @@ CASES = [
 
 
 @pytest.fixture
-def data_dir(monkeypatch):
-    if not DATA.is_dir():
-        pytest.skip(f"no offline data at {DATA}")
-    monkeypatch.setenv("LOWRES_DATA_DIR", str(DATA))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return DATA
-
-
-@pytest.fixture
 def no_data_dir(monkeypatch):
     monkeypatch.delenv("LOWRES_DATA_DIR", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
