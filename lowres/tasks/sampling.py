@@ -117,7 +117,7 @@ def disjoint_train_subset(
     """
     split = split or getattr(task, "train_split", "train")
     stratify_by = stratify_by if stratify_by is not None else getattr(task, "stratify_by", None)
-    rows = task.load(split, path=path, **load_kwargs)
+    rows = task.load(split, seed=seed, path=path, **load_kwargs)
     return sample_examples(
         rows,
         n,

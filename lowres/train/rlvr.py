@@ -28,7 +28,7 @@ from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings, dump_recipe
 from lowres.rewards import reward_functions
 from lowres.tasks import get_task
-from lowres.tasks.sampling import sample_examples
+from lowres.tasks.sampling import disjoint_train_subset
 from lowres.train.backend import load_trainable, prepare_backend
 from lowres.train.callbacks import LiveView, MetricsLogger
 from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
@@ -89,17 +89,13 @@ def _trainer_class(skip_zero_variance: bool):
 
 
 def training_rows(recipe: Recipe) -> list[dict]:
-    """The ≤N training examples, disjoint from the rows the eval stage will score."""
+    """The ≤N training examples, disjoint (by id and question text) from the rows the eval stage scores."""
     target = recipe.data.target
     task = get_task(target.task)
+    eval_rows = task.load("test", limit=recipe.eval.limit, seed=recipe.seed) if target.task in recipe.eval.tasks else []
     load_kwargs = {"category": target.category} if target.category else {}
-    rows = task.load("train", seed=target.seed, path=target.path, **load_kwargs)
-    eval_ids = set()
-    if target.task in recipe.eval.tasks:
-        eval_ids = {str(r["id"]) for r in task.load("test", limit=recipe.eval.limit, seed=recipe.seed)}
-    picked = sample_examples(rows, target.n_examples, seed=target.seed,
-                             stratify_by="category" if target.task == "mmlu_pro" else None,
-                             exclude_ids=eval_ids)
+    picked = disjoint_train_subset(task, target.n_examples, seed=target.seed, eval_rows=eval_rows,
+                                   path=target.path, **load_kwargs)
     if not picked:
         raise UserError(f"data.target: no {target.task} training examples left after removing eval questions")
     return picked
