@@ -85,12 +85,13 @@ def generate_completions(model, tokenizer, prompts: list[str], settings: Generat
     """For each prompt, n completions as (text, n_tokens, hit_max_new_tokens). Batched, left-padded."""
     import torch
 
-    torch.manual_seed(settings.seed)
+    from lowres.decode import sample_batch
+
+    generator = torch.Generator(device=model.device).manual_seed(settings.seed)
     tokenizer.padding_side = "left"
     jobs = [(i, j) for i in range(len(prompts)) for j in range(settings.n_samples)]
     out: list[list[Any]] = [[None] * settings.n_samples for _ in prompts]
-    do_sample = settings.temperature > 0
-    eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    stop_ids = _stop_token_ids(model, tokenizer)
     with progress(transient=not show_progress) as bar:
         task_id = bar.add_task(description, total=len(jobs), visible=show_progress)
         for start in range(0, len(jobs), settings.batch_size):
@@ -98,21 +99,20 @@ def generate_completions(model, tokenizer, prompts: list[str], settings: Generat
             enc = tokenizer([prompts[i] for i, _ in batch], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(model.device)
             # top_k 0 disables the top-k cut (as vLLM's default) unless one is asked for.
-            sampling = ({"temperature": settings.temperature, "top_p": settings.top_p, "top_k": top_k or 0}
-                        if do_sample else {})
-            with torch.no_grad():
-                gen = model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=do_sample,
-                                     pad_token_id=tokenizer.pad_token_id, **sampling)
-            new = gen[:, enc["input_ids"].shape[1]:]
-            for row, (i, j) in zip(new, batch, strict=True):
-                ids = row.tolist()
-                # Length up to and including the first end-of-sequence token.
-                n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
-                truncated = n == len(ids) and ids[-1] not in eos
-                text = tokenizer.decode(ids[:n], skip_special_tokens=True)
-                out[i][j] = (text, n, truncated)
+            new = sample_batch(model, enc["input_ids"], enc["attention_mask"], settings.max_new_tokens, stop_ids,
+                               settings.temperature, settings.top_p, top_k or 0, generator)
+            for ids, (i, j) in zip(new, batch, strict=True):
+                truncated = len(ids) == settings.max_new_tokens and ids[-1] not in stop_ids
+                out[i][j] = (tokenizer.decode(ids, skip_special_tokens=True), len(ids), truncated)
             bar.advance(task_id, len(batch))
     return out
+
+
+def _stop_token_ids(model, tokenizer) -> set[int]:
+    """End-of-sequence ids: the tokenizer's EOS and pad, and those the model's generation config names."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = configured if isinstance(configured, list) else [configured]
+    return {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id, *configured) if t is not None}
 
 
 class HFGenerator:

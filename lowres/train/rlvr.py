@@ -63,21 +63,47 @@ class SmallDataGuards(TrainerCallback):
             control.should_training_stop = True
 
 
-def _trainer_class(skip_zero_variance: bool):
+def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
     """TRL's GRPOTrainer (Unsloth's patched one when unsloth was imported first), optionally with
-    zero-variance groups removed from the loss."""
+    zero-variance groups removed from the loss and with lowres's sampling loop in place of
+    `model.generate` (about 2x faster on a CPU; used on the transformers backend only)."""
+    import torch
     from trl import GRPOTrainer
+    from trl.models import unwrap_model_for_generation
 
-    if not skip_zero_variance:
-        return GRPOTrainer
+    from lowres.decode import sample_batch
 
-    class SkipZeroVarianceGRPOTrainer(GRPOTrainer):
+    class LowresGRPOTrainer(GRPOTrainer):
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
+                                  has_tool_images=False):
+            plain = not (self.use_vllm or images or multimodal_fields or self.tools or self.min_p
+                         or (self.repetition_penalty or 1.0) != 1.0)
+            if not (lean_generation and plain):
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                     has_tool_images)
+            device, pad_id = self.accelerator.device, self._tokenizer.pad_token_id
+            width = max(map(len, prompt_ids))
+            input_ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompt_ids], device=device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                             generation_kwargs=self.generation_kwargs) as model:
+                # Eval mode while sampling: no dropout, and gradient checkpointing would switch the KV cache off.
+                was_training = model.training
+                model.eval()
+                try:
+                    completions = sample_batch(model, input_ids, mask, self.max_completion_length,
+                                               set(self.eos_token_ids), self.temperature, self.top_p or 1.0,
+                                               self.top_k or 0)
+                finally:
+                    model.train(was_training)
+            return completions, None
+
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)
             advantages, group = out["advantages"], self.num_generations
             # Groups are consecutive rows on a single process; with several processes a process's slice
             # need not align with groups, so leave the batch as is there.
-            if self.accelerator.num_processes != 1 or advantages.numel() % group:
+            if not skip_zero_variance or self.accelerator.num_processes != 1 or advantages.numel() % group:
                 return out
             dead = (advantages.view(-1, group).abs() < 1e-8).all(dim=1).repeat_interleave(group)
             if dead.any() and not dead.all():
@@ -85,7 +111,7 @@ def _trainer_class(skip_zero_variance: bool):
                 out["num_items_in_batch"] = out["completion_mask"].sum()
             return out
 
-    return SkipZeroVarianceGRPOTrainer
+    return LowresGRPOTrainer
 
 
 def training_rows(recipe: Recipe) -> list[dict]:
@@ -162,7 +188,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
                              cfg.stop_after_constant_reward_steps)
     live = LiveView("rlvr", ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
                              "completions/mean_length"))
-    trainer_cls = _trainer_class(cfg.zero_variance_groups == "skip")
+    trainer_cls = _trainer_class(cfg.zero_variance_groups == "skip", lean_generation=hw.backend == "transformers")
     trainer = trainer_cls(
         model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir), train_dataset=dataset,
         processing_class=tokenizer,

@@ -1,0 +1,78 @@
+"""The sampling loop behind evaluation and GRPO generation on the transformers backend."""
+
+import torch
+
+from lowres.decode import CANDIDATES, sample_batch, sample_next_token
+
+
+def draw(logits, n=20000, **kw):
+    gen = torch.Generator().manual_seed(0)
+    batch = logits.expand(n, -1)
+    return torch.bincount(sample_next_token(batch, generator=gen, **kw), minlength=logits.shape[-1]).float() / n
+
+
+def test_greedy_and_degenerate_settings_pick_the_argmax():
+    logits = torch.tensor([[0.1, 2.0, -1.0, 1.5], [3.0, 0.0, 0.0, 0.0]])
+    expected = torch.tensor([1, 0])
+    assert torch.equal(sample_next_token(logits, temperature=0), expected)
+    assert torch.equal(sample_next_token(logits, temperature=1.0, top_k=1), expected)
+    assert torch.equal(sample_next_token(logits, temperature=1.0, top_p=1e-6), expected)
+
+
+def test_sampling_follows_the_softmax():
+    probs = torch.tensor([[0.5, 0.3, 0.2]])
+    freq = draw(probs.log(), temperature=1.0)
+    assert torch.allclose(freq, probs[0], atol=0.015)
+
+
+def test_top_p_drops_the_tail_and_renormalises():
+    probs = torch.tensor([[0.5, 0.3, 0.2]])
+    # Mass before the third token is 0.8 >= 0.75, so only the first two stay, renormalised to 5/8 and 3/8.
+    freq = draw(probs.log(), temperature=1.0, top_p=0.75)
+    assert freq[2] == 0
+    assert abs(freq[0] - 0.625) < 0.015
+
+
+def test_top_k_renormalises_before_top_p():
+    probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
+    # top_k 2 leaves 4/7 and 3/7; top_p 0.5 then keeps only the first.
+    freq = draw(probs.log(), temperature=1.0, top_k=2, top_p=0.5, n=2000)
+    assert freq[0] == 1.0
+
+
+def test_a_nucleus_wider_than_the_candidate_list_uses_the_whole_vocabulary():
+    vocab = 4 * CANDIDATES
+    freq = draw(torch.zeros(1, vocab), temperature=1.0, top_p=0.95)
+    # A flat distribution: top-p 0.95 keeps ~95% of the vocabulary, far more than the candidates.
+    assert int((freq > 0).sum()) > 2 * CANDIDATES
+
+
+def test_greedy_batch_matches_transformers_generate(embedded_model):
+    model, tokenizer = embedded_model
+    tokenizer.padding_side = "left"
+    prompts = ["The capital of France is", "1, 2, 3, 4,", "Write one word:"]  # different lengths: padding
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    stop = {tokenizer.eos_token_id}
+    ours = sample_batch(model, enc["input_ids"], enc["attention_mask"], 12, stop, temperature=0)
+    with torch.no_grad():
+        theirs = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    width = enc["input_ids"].shape[1]
+    for row, ids in zip(theirs, ours, strict=True):
+        reference = row[width:].tolist()
+        if tokenizer.eos_token_id in reference:
+            reference = reference[:reference.index(tokenizer.eos_token_id) + 1]
+        assert ids == reference
+
+
+def test_finished_rows_stop_at_their_stop_token_while_others_go_on(embedded_model):
+    model, tokenizer = embedded_model
+    tokenizer.padding_side = "left"
+    enc = tokenizer(["Count: 1, 2, 3,", "Say hi:"], return_tensors="pt", padding=True)
+    free = sample_batch(model, enc["input_ids"], enc["attention_mask"], 6, {tokenizer.eos_token_id}, temperature=0)
+    # Make the second row's first greedy token a stop token: that row ends at once, the first is unchanged.
+    stopped = sample_batch(model, enc["input_ids"], enc["attention_mask"], 6, {tokenizer.eos_token_id, free[1][0]},
+                           temperature=0)
+    new_stop = free[1][0]
+    expected_first = free[0][:free[0].index(new_stop) + 1] if new_stop in free[0] else free[0]
+    assert stopped[1] == [new_stop]
+    assert stopped[0] == expected_first and len(free[0]) == 6
