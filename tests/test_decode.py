@@ -76,3 +76,17 @@ def test_finished_rows_stop_at_their_stop_token_while_others_go_on(embedded_mode
     expected_first = free[0][:free[0].index(new_stop) + 1] if new_stop in free[0] else free[0]
     assert stopped[1] == [new_stop]
     assert stopped[0] == expected_first and len(free[0]) == 6
+
+
+def test_preallocated_cache_layer_grows_and_selects_rows_like_concatenation():
+    from lowres.decode import PreallocatedLayer
+
+    layer = PreallocatedLayer(reserve=1)
+    steps = [torch.randn(3, 2, n, 4) for n in (5, 1, 1, 1)]  # prefill, then three steps: past the reserve
+    for k in steps:
+        keys, values = layer.update(k, -k)
+    expected = torch.cat(steps, dim=-2)
+    assert torch.equal(keys, expected) and torch.equal(values, -expected)
+    assert layer.get_seq_length() == 8
+    layer.batch_select_indices(torch.tensor([0, 2]))
+    assert torch.equal(layer.keys, expected[[0, 2]])
