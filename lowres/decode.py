@@ -57,9 +57,13 @@ def _sample_from(probs: torch.Tensor, generator: torch.Generator | None) -> torc
     return (probs / noise).argmax(-1)
 
 
+def _unwrapped(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _accepts_logits_to_keep(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return "logits_to_keep" in inspect.signature(_unwrapped(model).forward).parameters
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -120,7 +124,7 @@ AttentionMaskInterface.register("lowres_sdpa_grouped", sdpa_mask)  # the same ma
 @contextlib.contextmanager
 def _grouped_attention(model):
     """Use `_sdpa_grouped` while sampling on a CPU, where SDPA would otherwise repeat key/value heads."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _unwrapped(model)
     before = getattr(base.config, "_attn_implementation", None)
     if before != "sdpa" or base.device.type != "cpu":
         yield
