@@ -1,7 +1,7 @@
 """Teacher distillation: sample k reasoning traces per puzzle from a teacher model.
 
 The paper sampled QwQ-32B 4 times per Logic-RL puzzle (T=0.6, top_p=0.95, top_k=40, up to 8,192
-tokens) and kept every trace. Teachers here: a local transformers model (batched generate), a vLLM
+tokens) and kept every trace. Teachers here: a local transformers model (lowres.decode, batched), a vLLM
 engine, or any OpenAI-compatible endpoint (llama.cpp, vLLM or Ollama servers).
 
 Keep-policies: `all` (the paper), `correct` (rejection sampling: only traces the verifier grades

@@ -116,7 +116,7 @@ def _stop_token_ids(model, tokenizer) -> set[int]:
 
 
 class HFGenerator:
-    """Sampling with transformers' generate (CPU or GPU)."""
+    """Sampling from a transformers model with lowres.decode (CPU or GPU)."""
 
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
@@ -237,7 +237,7 @@ def evaluate_model(model_ref: str, task_names: list[str], settings: GenerationSe
 
 
 def _generator(model_ref: str, adapter: Path | None, hw):
-    """vLLM on a CUDA machine that has it, transformers' generate everywhere else."""
+    """vLLM on a CUDA machine that has it, lowres's sampling loop (lowres.decode) everywhere else."""
     import importlib.util
 
     from lowres.models import load_model_and_tokenizer, resolve_model

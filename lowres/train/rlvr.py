@@ -66,7 +66,7 @@ class SmallDataGuards(TrainerCallback):
 def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
     """TRL's GRPOTrainer (Unsloth's patched one when unsloth was imported first), optionally with
     zero-variance groups removed from the loss and with lowres's sampling loop in place of
-    `model.generate` (about 2x faster on a CPU; used on the transformers backend only)."""
+    `model.generate` (faster on a CPU, see benchmarks/decode.py; transformers backend only)."""
     import torch
     from trl import GRPOTrainer
     from trl.models import unwrap_model_for_generation
