@@ -3,6 +3,7 @@ logic lives here."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -24,12 +25,36 @@ class _UserFacingError(click.ClickException):
         error(self.message)
 
 
+class _Exit(click.ClickException):
+    """Ends the command with `exit_code`, printing `message` (if any) as one line."""
+
+    def __init__(self, message: str | None, exit_code: int):
+        super().__init__(message or "")
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        if self.message:
+            error(self.message)
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
+        from lowres.launch import INTERRUPTED, StageFailed
+
         try:
             return super().invoke(ctx)
         except UserError as e:
             raise _UserFacingError(str(e)) from None
+        except StageFailed as e:
+            if e.exit_code == INTERRUPTED:
+                raise _Exit(f"interrupted during {e.stage}; the last checkpoint is kept: run the same command "
+                            "again to resume", INTERRUPTED) from None
+            raise _Exit(e.message, e.exit_code) from None
+        except KeyboardInterrupt:
+            # In a stage's child the conductor says how to resume; on its own, say it here.
+            child = os.environ.get("LOWRES_STAGE_CHILD") == "1"
+            raise _Exit(None if child else "interrupted; the last checkpoint is kept: run the same command "
+                        "again to resume", INTERRUPTED) from None
 
 
 set_option = click.option(
@@ -37,11 +62,21 @@ set_option = click.option(
     help="Override a recipe value, e.g. --set rlvr.learning_rate=1e-6 (repeatable).")
 
 
+# Commands that train with the unsloth backend on a GPU: Unsloth must be imported before
+# transformers, peft, datasets and trl, which the start-up below imports.
+UNSLOTH_COMMANDS = {"warmup", "rlvr"}
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lowres")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """lowres: warm up a small LLM on Knights & Knaves reasoning traces, then train it with
     GRPO on ≤100 examples of your task."""
+    if ctx.invoked_subcommand in UNSLOTH_COMMANDS:
+        from lowres.hardware import import_unsloth_first
+
+        import_unsloth_first()
     from lowres.ui import quiet_libraries
 
     quiet_libraries()
@@ -340,12 +375,15 @@ def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None) -> No
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the merged model.")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--tolerance", type=float, default=1e-2, show_default=True,
-              help="Largest allowed relative logit difference between merged and base+adapter.")
-def merge(base_ref: str, adapter: Path, out: Path, dtype: str, tolerance: float) -> None:
+              help="Largest allowed relative logit difference between merged and base+adapter (in fp32; "
+                   "16-bit merges get their dtype's rounding floor on top).")
+@click.option("--verify-prompts", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Prompts on which the merged and base+adapter logits are compared.")
+def merge(base_ref: str, adapter: Path, out: Path, dtype: str, tolerance: float, verify_prompts: int) -> None:
     """Merge a LoRA adapter into the 16-bit base model, and check the result."""
     from lowres.train.merge import run_merge
 
-    run_merge(base_ref, adapter, out, dtype=dtype, tolerance=tolerance)
+    run_merge(base_ref, adapter, out, dtype=dtype, tolerance=tolerance, verify_prompts=verify_prompts)
 
 
 @cli.command()
@@ -375,9 +413,11 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, ou
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--chat-template", type=click.Choice(["model", "r1"]), default="model", show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option("--label", help="Name for the model in tables (default: the model folder's name).")
 @click.option("--out", type=click.Path(path_type=Path), help="Results folder (default runs/eval/<model>).")
 def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_new_tokens, limit, batch_size,
-                 chat_template, seed, out) -> None:
+                 chat_template, seed, dtype, label, out) -> None:
     """Evaluate a model (hub id, folder, merged checkpoint, or base + --adapter) on tasks: mean accuracy
     ± std over samples, pass@k, format errors, completion length; per-sample JSONL."""
     from lowres.evaluate import GenerationSettings, evaluate_model
@@ -387,9 +427,11 @@ def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_n
     settings = GenerationSettings(n_samples=n_samples, temperature=temperature, top_p=top_p,
                                   max_new_tokens=max_new_tokens, batch_size=batch_size,
                                   chat_template=chat_template, seed=seed)
-    label = Path(model_ref).name or model_ref
-    out = out or Path("runs") / "eval" / (label.replace(":", "-") + (f"+{adapter.name}" if adapter else ""))
-    results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label)
+    default_label = Path(model_ref).name or model_ref
+    out = out or Path("runs") / "eval" / (default_label.replace(":", "-") + (f"+{adapter.name}" if adapter else ""))
+    label = label or default_label
+    results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label,
+                             dtype=dtype)
     console.print(results_table({label: results}))
     console.print(f"results → {out}")
 

@@ -80,6 +80,29 @@ def _gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB"
 
 
+def embedding_parameters(config: dict) -> int:
+    """Input embeddings plus lm_head (one matrix when tied)."""
+    return config["vocab_size"] * config["hidden_size"] * (1 if config.get("tie_word_embeddings", False) else 2)
+
+
+# What one parameter costs in bytes when the base is loaded in 4-bit: NF4 with its double-quantised
+# scales is ≈4.4 bits. Embeddings and lm_head are not quantised: they stay 16-bit under Unsloth, and
+# PEFT's prepare_model_for_kbit_training (the transformers backend) casts them to fp32.
+NF4_BYTES = 0.55
+# Unsloth's colocated vLLM engine (fast_inference, GRPO only) reserves this share of the GPU's memory.
+VLLM_GPU_SHARE = 0.5
+
+
+def weight_bytes(config: dict, four_bit: bool, dense_bytes: int, backend: str) -> float:
+    """Bytes of the base model's weights as the given backend holds them for training."""
+    params = count_parameters(config)
+    if not four_bit:
+        return params * dense_bytes
+    embeddings = embedding_parameters(config)
+    unquantised_bytes = 4 if backend == "transformers" else dense_bytes
+    return (params - embeddings) * NF4_BYTES + embeddings * unquantised_bytes
+
+
 def describe(recipe: Recipe) -> list[str]:
     """Lines for the dry run: parameter count and a per-stage weights + LoRA-state memory figure."""
     config = local_config(recipe.model.name_or_path)
@@ -94,17 +117,24 @@ def describe(recipe: Recipe) -> list[str]:
     except KeyError as e:
         return [f"model size: unknown (config.json has no {e.args[0]})"]
     lines = [f"model size: {params / 1e9:.2f}B parameters"]
-    from lowres.hardware import detect
+    from lowres.hardware import detect, vllm_installed
 
     hw = detect(recipe.model.dtype)
     dense_bytes = 4 if hw.dtype == "fp32" else 2
+    vllm = hw.backend == "unsloth" and vllm_installed()
     for stage, four_bit, lora in (("warmup", recipe.warmup.load_in_4bit, recipe.warmup.lora),
                                   ("rlvr", recipe.rlvr.load_in_4bit, recipe.rlvr.lora)):
         if stage not in recipe.stages:
             continue
-        weights = params * (0.55 if four_bit else dense_bytes)  # NF4 ≈ 4.4 bits/param with its scales
+        weights = weight_bytes(config, four_bit, dense_bytes, hw.backend)
         adapter = lora_parameters(config, lora) * 16  # fp32 weight, grad and two Adam moments
-        precision = "4-bit" if four_bit else hw.dtype
-        lines.append(f"{stage} on this {hw.device}: ≈{_gib(weights + adapter)} for weights ({precision}) "
-                     "and LoRA state, plus activations")
+        precision = "4-bit, embeddings unquantised" if four_bit else hw.dtype
+        line = (f"{stage} on this {hw.device} ({hw.backend}): ≈{_gib(weights + adapter)} for weights ({precision}) "
+                "and LoRA state, plus activations")
+        if stage == "rlvr" and vllm:
+            share = f"{VLLM_GPU_SHARE:.0%} of the GPU"
+            if hw.vram_gb:
+                share += f" ({hw.vram_gb * VLLM_GPU_SHARE:.1f} GiB)"
+            line += f"; Unsloth's vLLM engine reserves {share} for rollouts, so this must fit in the rest"
+        lines.append(line)
     return lines

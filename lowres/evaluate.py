@@ -125,6 +125,11 @@ class HFGenerator:
         return generate_completions(self.model, self.tokenizer, prompts, settings, description=description)
 
 
+def vllm_dtype(dtype: str) -> str:
+    """vLLM's name for lowres's dtype (fp16 on a GPU without bf16, e.g. a T4: vLLM refuses bf16 there)."""
+    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, "auto")
+
+
 class VLLMGenerator:
     """Sampling with vLLM (a CUDA GPU and `lowres[vllm]`): far faster for long reasoning traces.
     A LoRA adapter is applied per request instead of being merged."""
@@ -141,8 +146,7 @@ class VLLMGenerator:
             rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
             lora_kwargs = {"enable_lora": True, "max_lora_rank": max(8, rank)}
             self.lora = LoRARequest("adapter", 1, str(adapter))
-        self.llm = LLM(model=location, dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, "auto"),
-                       **lora_kwargs)
+        self.llm = LLM(model=location, dtype=vllm_dtype(dtype), **lora_kwargs)
 
     def __call__(self, prompts: list[str], settings: GenerationSettings, description: str):
         from vllm import SamplingParams
@@ -238,11 +242,10 @@ def evaluate_model(model_ref: str, task_names: list[str], settings: GenerationSe
 
 def _generator(model_ref: str, adapter: Path | None, hw):
     """vLLM on a CUDA machine that has it, lowres's sampling loop (lowres.decode) everywhere else."""
-    import importlib.util
-
+    from lowres.hardware import vllm_installed
     from lowres.models import load_model_and_tokenizer, resolve_model
 
-    if hw.device == "cuda" and importlib.util.find_spec("vllm") is not None:
+    if hw.device == "cuda" and vllm_installed():
         from transformers import AutoTokenizer
 
         location = resolve_model(model_ref)

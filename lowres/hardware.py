@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 
 from lowres.errors import UserError
@@ -43,6 +44,40 @@ def unsloth_installed() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
+def vllm_installed() -> bool:
+    """Whether vllm could be imported (fast rollouts and evaluation on a CUDA GPU)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def gpu_has_bf16() -> bool:
+    """Whether GPU 0 computes in bf16 natively (compute capability 8.0+: Ampere and newer).
+
+    Not `torch.cuda.is_bf16_supported()`: by default it also counts emulation, and says True on a
+    T4 (7.5), where Unsloth then loads fp16 and refuses a bf16 trainer, and vLLM refuses bf16."""
+    import torch
+
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch without the argument
+        return torch.cuda.get_device_capability(0) >= (8, 0)
+
+
+def import_unsloth_first() -> bool:
+    """Import unsloth now, before transformers, peft, datasets and trl, when it will be the backend
+    (a CUDA GPU and unsloth installed): it patches those libraries as they are imported. True if
+    it was imported. Called at the start of the commands that train (never by `lowres run` itself,
+    whose stages run in child processes)."""
+    import torch
+
+    if "unsloth" in sys.modules:
+        return True
+    if not (torch.cuda.is_available() and unsloth_installed()):
+        return False
+    import unsloth  # noqa: F401
+
+    return True
+
+
 def detect(requested_dtype: str = "auto", requested_backend: str = "auto") -> Hardware:
     """Look at the machine and choose device, backend and dtype, with the reasons."""
     import torch
@@ -53,7 +88,7 @@ def detect(requested_dtype: str = "auto", requested_backend: str = "auto") -> Ha
         device = "cuda"
         props = torch.cuda.get_device_properties(0)
         gpu_name, vram = props.name, props.total_memory / 2**30
-        bf16 = torch.cuda.is_bf16_supported()
+        bf16 = gpu_has_bf16()
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         device, bf16 = "mps", False
     else:

@@ -1,5 +1,7 @@
 """`lowres run`: a recipe's stages in order, each writing to runs/<recipe>/<stage>/.
 
+Each stage runs in its own child process — the same `lowres warmup/merge/rlvr/eval` a user can call
+by hand — so GPU memory, vLLM engines and Unsloth's class patches end with the stage (lowres.launch).
 A stage that finished with the same inputs and settings is skipped (its folder holds a `done.json`
 with a fingerprint of what it was made from); a stage that was interrupted resumes from its last
 checkpoint. Evaluation scores every model the run has — the base, the merged warmup model and the
@@ -16,7 +18,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from lowres.evaluate import EvalResult, GenerationSettings, evaluate_model, load_results
+from lowres.evaluate import EvalResult, load_results
+from lowres.launch import run_stage
 from lowres.models import describe_model
 from lowres.recipe import DEFAULT_RECIPE, Recipe, dump_recipe
 from lowres.report import plot_comparison, plot_training_curve, results_markdown, results_table
@@ -87,43 +90,44 @@ def _eval_labels(recipe: Recipe) -> list[str]:
 
 
 def run_recipe(recipe: Recipe) -> dict[str, list[EvalResult]]:
-    """Run the recipe's stages; returns eval results by model label (base, warmup, rlvr)."""
-    from lowres.train.merge import run_merge
-    from lowres.train.rlvr import run_rlvr
-    from lowres.train.warmup import run_warmup
-
+    """Run the recipe's stages in order, each in its own child process (see lowres.launch); returns
+    eval results by model label (base, warmup, rlvr). Fingerprints and done markers stay here."""
     started = time.time()
     console.print(plan(recipe))
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
-    (recipe.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    # The children read the resolved recipe from here, so they run exactly what the plan showed.
+    resolved = (recipe.run_dir / "recipe.yaml").resolve()
+    resolved.write_text(dump_recipe(recipe))
     fingerprints = stage_fingerprints(recipe)
-    merged = recipe.run_dir / "merge"
+    run_dir = recipe.run_dir.resolve()
+    merged = run_dir / "merge"
 
-    def stage(name: str, work) -> None:
+    def stage(name: str, args: list[str]) -> None:
         folder = recipe.run_dir / name
         if _is_done(folder, fingerprints[name]):
             console.print(f"[green]{name}: done before with the same inputs — skipped[/green] ({folder})")
             return
         console.rule(name)
         t0 = time.time()
-        work(folder)
+        run_stage(name, args)
         _mark_done(folder, fingerprints[name], time.time() - t0)
 
     if "warmup" in recipe.stages:
-        stage("warmup", lambda out: run_warmup(recipe, out))
+        stage("warmup", ["warmup", str(resolved), "--out", str(run_dir / "warmup")])
     if "merge" in recipe.stages:
-        stage("merge", lambda out: run_merge(recipe.model.name_or_path, recipe.run_dir / "warmup" / "adapter", out,
-                                             dtype=recipe.model.dtype, verify_prompts=recipe.merge.verify_prompts,
-                                             tolerance=recipe.merge.tolerance))
+        stage("merge", ["merge", "--base", recipe.model.name_or_path, "--adapter", str(run_dir / "warmup" / "adapter"),
+                        "--out", str(merged), "--dtype", recipe.model.dtype,
+                        "--tolerance", repr(recipe.merge.tolerance),
+                        "--verify-prompts", str(recipe.merge.verify_prompts)])
     if "rlvr" in recipe.stages:
-        stage("rlvr", lambda out: run_rlvr(recipe, out_dir=out))
+        stage("rlvr", ["rlvr", str(resolved), "--out", str(run_dir / "rlvr")])
 
     results: dict[str, list[EvalResult]] = {}
     if "eval" in recipe.stages:
         console.rule("eval")
         rlvr_start = str(merged) if recipe.rlvr.start_from == "warmup" else recipe.model.name_or_path
         models = {"base": (recipe.model.name_or_path, None), "warmup": (str(merged), None),
-                  "rlvr": (rlvr_start, recipe.run_dir / "rlvr" / "adapter")}
+                  "rlvr": (rlvr_start, run_dir / "rlvr" / "adapter")}
         for label in _eval_labels(recipe):
             results[label] = evaluate_stage_model(recipe, *models[label], label=label)
         write_report(recipe, results)
@@ -131,8 +135,23 @@ def run_recipe(recipe: Recipe) -> dict[str, list[EvalResult]]:
     return results
 
 
+def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path) -> list[str]:
+    """The `lowres eval` arguments that evaluate one of the run's models with the recipe's settings."""
+    e = recipe.eval
+    args = ["eval", model_ref, "--tasks", ",".join(e.tasks), "--n-samples", str(e.n_samples),
+            "--temperature", repr(e.temperature), "--top-p", repr(e.top_p), "--max-new-tokens", str(e.max_new_tokens),
+            "--batch-size", str(e.batch_size), "--chat-template", recipe.model.chat_template,
+            "--seed", str(recipe.seed), "--dtype", recipe.model.dtype, "--label", label, "--out", str(out_dir)]
+    if e.limit:
+        args += ["--limit", str(e.limit)]
+    if adapter is not None:
+        args += ["--adapter", str(adapter)]
+    return args
+
+
 def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, label: str) -> list[EvalResult]:
-    """Evaluate one of the run's models on every eval task; skipped when done with the same inputs."""
+    """Evaluate one of the run's models on every eval task, in a child process; skipped when done with
+    the same inputs."""
     out_root = recipe.run_dir / "eval" / label
     made_by = {"base": "base", "warmup": "merge", "rlvr": "rlvr"}[label]
     fingerprint = _fingerprint(stage_fingerprints(recipe)[made_by], recipe.eval)
@@ -140,14 +159,9 @@ def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, l
         console.print(f"[green]eval {label}: done before with the same inputs — skipped[/green]")
         return load_results(out_root)
     t0 = time.time()
-    settings = GenerationSettings(
-        n_samples=recipe.eval.n_samples, temperature=recipe.eval.temperature, top_p=recipe.eval.top_p,
-        max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size,
-        chat_template=recipe.model.chat_template, seed=recipe.seed)
-    results = evaluate_model(model_ref, recipe.eval.tasks, settings, adapter=adapter, limit=recipe.eval.limit,
-                             out_dir=out_root, label=label, dtype=recipe.model.dtype)
+    run_stage(f"eval {label}", eval_command(recipe, model_ref, adapter, label, out_root.resolve()))
     _mark_done(out_root, fingerprint, time.time() - t0)
-    return results
+    return load_results(out_root)
 
 
 def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:

@@ -24,9 +24,17 @@ def test_dry_run_every_bundled_recipe(name):
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_then_skips_finished_stages(tmp_path):
+def test_demo_runs_end_to_end_then_skips_finished_stages(tmp_path, monkeypatch):
+    from transformers import LlamaForCausalLM
+
     from lowres.pipeline import run_recipe
 
+    # A process-wide class patch like Unsloth's, made in the conductor: each stage runs in a child
+    # process, so none of them may see it.
+    def patched_forward(*args, **kwargs):
+        raise AssertionError("a stage ran on a class patched in the conductor's process")
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", patched_forward)
     overrides = [*TINY, f"output.dir={tmp_path}"]
     recipe = load_recipe(bundled_recipes()["demo"], overrides)
     results = run_recipe(recipe)

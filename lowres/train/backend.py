@@ -15,7 +15,7 @@ import importlib.util
 import sys
 
 from lowres.errors import UserError
-from lowres.hardware import Hardware
+from lowres.hardware import Hardware, vllm_installed
 from lowres.models import resolve_model
 from lowres.recipe import LoraSection
 
@@ -50,19 +50,31 @@ def _require_bitsandbytes() -> None:
                         "(or set load_in_4bit: false in the recipe)")
 
 
+def uses_gradient_checkpointing(hw: Hardware) -> bool:
+    """Recompute activations in the backward pass on a GPU, where memory is what limits the batch;
+    not on a CPU, where memory is plentiful and the recomputation costs about a third of a step.
+    Both the model loading and the trainer config take this one answer (TRL's default is on)."""
+    return hw.device == "cuda"
+
+
 def load_trainable(model_ref: str, hw: Hardware, lora: LoraSection, *, load_in_4bit: bool,
-                   max_seq_length: int, gradient_checkpointing: bool = True):
-    """(model with a fresh LoRA adapter, tokenizer)."""
+                   max_seq_length: int, seed: int, for_rlvr: bool = False):
+    """(model with a fresh LoRA adapter, tokenizer). The adapter's initialisation is seeded with `seed`.
+
+    for_rlvr: the model will sample GRPO rollouts; only then does the unsloth backend start its
+    colocated vLLM engine (where vLLM is installed)."""
     location = resolve_model(model_ref)
     if load_in_4bit:
         _require_bitsandbytes()
+    gradient_checkpointing = uses_gradient_checkpointing(hw)
     if hw.backend == "unsloth":
-        return _load_unsloth(location, hw, lora, load_in_4bit, max_seq_length, gradient_checkpointing)
-    return _load_transformers(location, hw, lora, load_in_4bit, gradient_checkpointing)
+        return _load_unsloth(location, hw, lora, load_in_4bit, max_seq_length, gradient_checkpointing, seed,
+                             fast_inference=for_rlvr and vllm_installed())
+    return _load_transformers(location, hw, lora, load_in_4bit, gradient_checkpointing, seed)
 
 
 def _load_transformers(location: str, hw: Hardware, lora: LoraSection, load_in_4bit: bool,
-                       gradient_checkpointing: bool):
+                       gradient_checkpointing: bool, seed: int):
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -85,9 +97,10 @@ def _load_transformers(location: str, hw: Hardware, lora: LoraSection, load_in_4
         tokenizer.pad_token = tokenizer.eos_token
     if load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing and hw.device != "cpu":
+    elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    torch.manual_seed(seed)  # PEFT draws LoRA's A matrices from torch's global generator
     try:
         model = get_peft_model(model, lora_config(lora))
     except ValueError as e:
@@ -96,20 +109,42 @@ def _load_transformers(location: str, hw: Hardware, lora: LoraSection, load_in_4
 
 
 def _load_unsloth(location: str, hw: Hardware, lora: LoraSection, load_in_4bit: bool, max_seq_length: int,
-                  gradient_checkpointing: bool):
+                  gradient_checkpointing: bool, seed: int, fast_inference: bool):
     prepare_backend(hw)
     from unsloth import FastLanguageModel
 
-    # With vLLM installed, GRPO rollouts run in a colocated vLLM engine that hot-swaps the LoRA
-    # weights (Unsloth's fast_inference), instead of TRL's merge-into-4-bit sync, which is lossy.
-    extra = {"fast_inference": True, "max_lora_rank": lora.r} if importlib.util.find_spec("vllm") else {}
+    # For GRPO with vLLM installed, rollouts run in a colocated vLLM engine that hot-swaps the LoRA
+    # weights (Unsloth's fast_inference), instead of TRL's merge-into-4-bit sync, which is lossy. Never
+    # for SFT: the engine would hold half the GPU for nothing.
+    extra = {"fast_inference": True, "max_lora_rank": lora.r} if fast_inference else {}
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=location, max_seq_length=max_seq_length, load_in_4bit=load_in_4bit,
-        dtype=hw.torch_dtype, **extra)
+        dtype=hw.torch_dtype,
+        # Without it Unsloth swaps a hub id for its own pre-quantized repository (e.g. Qwen/Qwen2.5-3B
+        # → unsloth/Qwen2.5-3B-unsloth-bnb-4bit): the recipe's model must be the model trained.
+        use_exact_model_name=True, random_state=seed, **extra)
     model = FastLanguageModel.get_peft_model(
         model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-        target_modules=list(lora.target_modules), bias="none",
+        target_modules=list(lora.target_modules), bias="none", random_state=seed,
         use_gradient_checkpointing="unsloth" if gradient_checkpointing else False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def trainable_in_fp32(model, hw: Hardware) -> int:
+    """Cast the trainable (LoRA) parameters to fp32 unless training in bf16; returns how many changed.
+
+    Call after building a TRL trainer: for a 4-bit model TRL casts them to bf16, which the fp16 grad
+    scaler cannot unscale (a T4 fails at its first optimizer step) and which a CPU computes slowly
+    and less precisely than the fp32 the backend chose."""
+    import torch
+
+    if hw.dtype == "bf16":
+        return 0
+    changed = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            changed += 1
+    return changed

@@ -24,6 +24,13 @@ VERIFY_PROMPTS = (
     "The capital of France is",
 )
 
+# The logit check compares base+adapter (the LoRA update computed in fp32 on top of the base) with the
+# merged weights, which are rounded to the working dtype. In fp32 the two agree to ~1e-6 of the logits'
+# scale; bf16 keeps 8 bits of mantissa, and on SmolLM2-135M a good bf16 merge already differed by 3-8%
+# (tests/train/test_stages.py). So a 16-bit merge is judged against its dtype's rounding floor as well
+# as merge.tolerance: the check still catches a merge that is off by more than rounding can explain.
+ROUNDING_FLOOR = {"fp32": 0.0, "fp16": 0.05, "bf16": 0.25}
+
 
 def _check_adapter(adapter_dir: Path) -> dict:
     config = adapter_dir / "adapter_config.json"
@@ -31,6 +38,10 @@ def _check_adapter(adapter_dir: Path) -> dict:
         raise UserError(f"{adapter_dir}: no LoRA adapter here (adapter_config.json is missing); "
                         "run the warmup stage first")
     return json.loads(config.read_text())
+
+
+def _device_map(hw) -> dict:
+    return {"": 0 if hw.device == "cuda" else hw.device}
 
 
 def run_merge(base_ref: str, adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "auto",
@@ -47,7 +58,8 @@ def run_merge(base_ref: str, adapter_dir: str | Path, out_dir: str | Path, *, dt
         raise UserError(f"refusing to overwrite the base model at {out_dir}; choose another output folder")
     hw = detect(dtype)
     with console.status("merging the adapter into the 16-bit base"):
-        base = AutoModelForCausalLM.from_pretrained(location, dtype=hw.torch_dtype).to(hw.device)
+        # Straight onto the device (a GPU's 16-bit copy never passes through CPU memory).
+        base = AutoModelForCausalLM.from_pretrained(location, dtype=hw.torch_dtype, device_map=_device_map(hw))
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file()
                                                   else location)
         try:
@@ -63,16 +75,18 @@ def run_merge(base_ref: str, adapter_dir: str | Path, out_dir: str | Path, *, dt
             after = [merged(**tokenizer(p, return_tensors="pt").to(hw.device)).logits.float() for p in prompts]
     max_diff = max(((a - b).abs().max().item() for a, b in zip(before, after, strict=True)), default=0.0)
     scale = max((b.abs().max().item() for b in before), default=1.0)
-    # Relative to the logits' magnitude, so the same tolerance works in fp32 and bf16.
-    relative = max_diff / max(scale, 1.0)
-    if relative > tolerance:
+    relative = max_diff / max(scale, 1.0)  # relative to the logits' magnitude
+    allowed = max(tolerance, ROUNDING_FLOOR[hw.dtype])
+    if relative > allowed:
         raise UserError(f"merged model disagrees with base+adapter: max logit difference {max_diff:.3g} "
-                        f"({relative:.3g} relative) > merge.tolerance {tolerance}; the merge is not trustworthy")
+                        f"({relative:.3g} relative) > {allowed} (merge.tolerance {tolerance}, {hw.dtype} rounding "
+                        f"floor {ROUNDING_FLOOR[hw.dtype]}); the merge is not trustworthy")
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     report = {"base_model": base_ref, "adapter": str(adapter_dir), "dtype": hw.dtype, "prompts": len(prompts),
-              "max_logit_diff": max_diff, "relative_diff": relative, "tolerance": tolerance}
+              "max_logit_diff": max_diff, "relative_diff": relative, "tolerance": tolerance,
+              "allowed": allowed}
     (out_dir / "merge.json").write_text(json.dumps(report, indent=2))
     console.print(f"merged {adapter_dir} into {base_ref} ({hw.dtype}); max logit difference vs "
                   f"base+adapter {max_diff:.2e} on {len(prompts)} prompts → {out_dir}")

@@ -29,7 +29,7 @@ from lowres.recipe import Recipe, check_rlvr_settings, dump_recipe
 from lowres.rewards import reward_functions
 from lowres.tasks import get_task
 from lowres.tasks.sampling import disjoint_train_subset
-from lowres.train.backend import load_trainable, prepare_backend
+from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
 from lowres.train.callbacks import LiveView, MetricsLogger
 from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
 from lowres.ui import console
@@ -163,7 +163,8 @@ def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path):
         reward_weights=[1.0, cfg.format_reward_weight] if cfg.format_reward_weight else None,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
         report_to=list(recipe.output.report_to) or "none", seed=recipe.seed, disable_tqdm=True,
-        use_cpu=hw.device == "cpu", log_completions=False, **precision_flags(hw),
+        use_cpu=hw.device == "cpu", log_completions=False, gradient_checkpointing=uses_gradient_checkpointing(hw),
+        **precision_flags(hw),
     )
 
 
@@ -181,7 +182,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     task = get_task(recipe.data.target.task)
     rows = training_rows(recipe)
     model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
-                                      max_seq_length=recipe.model.max_seq_length)
+                                      max_seq_length=recipe.model.max_seq_length, seed=recipe.seed, for_rlvr=True)
     dataset = build_dataset(rows, tokenizer, recipe)
     reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
@@ -196,6 +197,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
                    live, *callbacks],
     )
     drop_default_printer(trainer)
+    trainable_in_fp32(trainer.model, hw)
     resume = last_checkpoint(out_dir / "checkpoints")
     if resume:
         console.print(f"resuming RLVR from {resume}")

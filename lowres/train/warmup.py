@@ -20,7 +20,7 @@ from lowres.hardware import detect
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, dump_recipe
 from lowres.tasks.base import r1_messages
-from lowres.train.backend import load_trainable, prepare_backend
+from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
 from lowres.train.callbacks import LiveView, MetricsLogger
 from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
 from lowres.ui import console
@@ -96,7 +96,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     prepare_backend(hw)
     examples = load_warmup_examples(recipe)
     model, tokenizer = load_trainable(recipe.model.name_or_path, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
-                                      max_seq_length=recipe.model.max_seq_length)
+                                      max_seq_length=recipe.model.max_seq_length, seed=recipe.seed)
     pairs, dropped = to_text_pairs(examples, tokenizer, recipe)
     if not pairs:
         raise UserError(f"all {len(examples)} warmup examples are longer than model.max_seq_length "
@@ -123,7 +123,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         eval_strategy="steps" if held_out else "no", eval_steps=cfg.save_steps if held_out else None,
         report_to=list(recipe.output.report_to) or "none", seed=recipe.seed, disable_tqdm=True,
         include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
-        **precision_flags(hw),
+        gradient_checkpointing=uses_gradient_checkpointing(hw), **precision_flags(hw),
     )
     live = LiveView("warmup", ("loss", "eval_loss"))
     trainer = SFTTrainer(
@@ -132,6 +132,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "warmup"), live, *callbacks],
     )
     drop_default_printer(trainer)
+    trainable_in_fp32(trainer.model, hw)
     resume = last_checkpoint(out_dir / "checkpoints")
     if resume:
         console.print(f"resuming warmup from {resume}")

@@ -73,7 +73,12 @@ def test_qlora_warmup_runs_on_cpu(tmp_path):
     out = run_warmup(recipe)
     assert len(logged(out / "metrics.jsonl", "loss")) == 2
     assert json.loads((out / "summary.json").read_text())["load_in_4bit"] is True
-    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    # TRL casts a 4-bit model's LoRA weights to bf16; lowres trains them in fp32 unless the run is bf16
+    # (the fp16 grad scaler of a T4 cannot unscale bf16).
+    from safetensors import safe_open
+
+    with safe_open(out / "adapter" / "adapter_model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
 
 
 def test_merge_agrees_with_base_plus_adapter_and_reloads(warmed, tmp_path):
@@ -87,6 +92,31 @@ def test_merge_agrees_with_base_plus_adapter_and_reloads(warmed, tmp_path):
     assert report["relative_diff"] <= report["tolerance"]
     model = AutoModelForCausalLM.from_pretrained(merged)
     assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_a_good_bf16_merge_passes_the_check(warmed, tmp_path):
+    """bf16 rounding alone moves the logits by more than merge.tolerance (1e-2, meant for fp32)."""
+    from lowres.train.merge import run_merge
+
+    recipe, out = warmed
+    merged = run_merge(recipe.model.name_or_path, out / "adapter", tmp_path / "merged", dtype="bf16")
+    report = json.loads((merged / "merge.json").read_text())
+    assert report["dtype"] == "bf16"
+    assert report["tolerance"] < report["relative_diff"] <= report["allowed"]
+
+
+def test_merge_check_rejects_a_merge_that_lost_the_adapter(warmed, tmp_path, monkeypatch):
+    from peft import PeftModel
+
+    from lowres.errors import UserError
+    from lowres.train.merge import run_merge
+
+    recipe, out = warmed
+    # A merge that drops the LoRA update (PeftModel hands merge_and_unload on to its LoraModel).
+    monkeypatch.setattr(PeftModel, "merge_and_unload", lambda self, *a, **k: self.base_model.unload(), raising=False)
+    with pytest.raises(UserError, match="merged model disagrees with base\\+adapter"):
+        run_merge(recipe.model.name_or_path, out / "adapter", tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
 
 
 def test_merge_refuses_to_overwrite_the_base_and_bad_adapters(warmed, tmp_path):

@@ -1,0 +1,115 @@
+"""A process per stage (lowres.launch): exit codes become one-line errors, tracebacks stay visible,
+Ctrl-C reaches the child once and stops it, and `lowres run` shows a child's bad input as one line."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from lowres import launch
+from lowres.cli import cli
+from lowres.launch import INTERRUPTED, StageFailed, run_stage
+
+
+@pytest.fixture
+def child_runs(monkeypatch):
+    """Make run_stage start `python -c CODE` instead of `python -m lowres …`."""
+
+    def use(code: str):
+        monkeypatch.setattr(launch, "stage_command", lambda args: [sys.executable, "-c", code])
+
+    return use
+
+
+def test_a_child_that_exits_0_is_a_finished_stage(child_runs):
+    child_runs("import os; assert os.environ['LOWRES_STAGE_CHILD'] == '1'")
+    run_stage("warmup", [])
+
+
+def test_bad_input_in_a_child_is_its_one_line_and_exit_2(child_runs, capfd):
+    child_runs("import sys; print('error: data.jsonl:3: not valid JSON', file=sys.stderr); sys.exit(2)")
+    with pytest.raises(StageFailed) as caught:
+        run_stage("warmup", [])
+    assert caught.value.exit_code == 2 and caught.value.message is None  # nothing more to print
+    assert capfd.readouterr().err.strip() == "error: data.jsonl:3: not valid JSON"
+
+
+def test_a_bug_in_a_child_keeps_its_traceback_and_exits_1(child_runs, capfd):
+    child_runs("raise RuntimeError('boom')")
+    with pytest.raises(StageFailed) as caught:
+        run_stage("rlvr", [])
+    assert caught.value.exit_code == 1
+    assert "the rlvr stage crashed (exit code 1)" in caught.value.message
+    err = capfd.readouterr().err
+    assert "Traceback" in err and "RuntimeError: boom" in err
+
+
+def test_ctrl_c_reaches_the_child_once_and_stops_it(child_runs, tmp_path):
+    """The terminal's SIGINT goes to the conductor only (the child has its own process group); the
+    conductor passes one SIGINT on and waits for the child to save and stop."""
+    log = tmp_path / "signals"
+    child_runs(f"""
+import signal, sys, time
+from pathlib import Path
+log = Path({str(log)!r})
+def on_int(*_):
+    log.write_text(log.read_text() + "INT\\n" if log.exists() else "INT\\n")
+    time.sleep(0.5)  # "saving a checkpoint": a second SIGINT here would interrupt it
+    sys.exit(130)
+signal.signal(signal.SIGINT, on_int)
+Path({str(tmp_path / "started")!r}).touch()
+time.sleep(60)
+""")
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    started = time.time()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 2.0)
+        with pytest.raises(StageFailed) as caught:
+            run_stage("warmup", [], grace_seconds=20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert caught.value.exit_code == INTERRUPTED
+    assert (tmp_path / "started").exists()
+    assert log.read_text() == "INT\n"
+    assert time.time() - started < 15
+
+
+def test_cli_says_how_to_resume_after_an_interrupted_stage(monkeypatch):
+    from lowres import pipeline
+
+    def interrupted(recipe):
+        raise StageFailed("warmup", INTERRUPTED, None)
+
+    monkeypatch.setattr(pipeline, "run_recipe", interrupted)
+    result = CliRunner().invoke(cli, ["run", "demo"])
+    assert result.exit_code == INTERRUPTED
+    assert "interrupted during warmup" in result.output and "again to resume" in result.output
+
+
+@pytest.mark.slow
+def test_lowres_run_shows_a_childs_bad_input_as_one_line(tmp_path):
+    """End to end through real child processes: the warmup child finds the missing trace file."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""name: broken
+model: {{name_or_path: embedded:smollm2-135m}}
+stages: [warmup, merge]
+data: {{warmup: {{source: {tmp_path / 'missing.jsonl'}}}}}
+output: {{dir: {tmp_path / 'runs'}}}
+""")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "lowres", "run", str(recipe)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.jsonl'}: no such warmup data file "
+                                                "(expected JSONL with prompt and completion)"]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "runs" / "broken" / "warmup" / "done.json").exists()
