@@ -62,9 +62,9 @@ set_option = click.option(
     help="Override a recipe value, e.g. --set rlvr.learning_rate=1e-6 (repeatable).")
 
 
-# Commands that train with the unsloth backend on a GPU: Unsloth must be imported before
-# transformers, peft, datasets and trl, which the start-up below imports.
-UNSLOTH_COMMANDS = {"warmup", "rlvr"}
+# Commands that train: Unsloth (when it is the backend) must be imported before transformers, peft,
+# datasets and trl, so they quiet those libraries only after `_training_start` (see there).
+TRAINING_COMMANDS = {"warmup", "rlvr"}
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,12 +73,19 @@ UNSLOTH_COMMANDS = {"warmup", "rlvr"}
 def cli(ctx: click.Context) -> None:
     """lowres: warm up a small LLM on Knights & Knaves reasoning traces, then train it with
     GRPO on ≤100 examples of your task."""
-    if ctx.invoked_subcommand in UNSLOTH_COMMANDS:
-        from lowres.hardware import import_unsloth_first
+    if ctx.invoked_subcommand not in TRAINING_COMMANDS:
+        from lowres.ui import quiet_libraries
 
-        import_unsloth_first()
+        quiet_libraries()
+
+
+def _training_start(recipe) -> None:
+    """Before a training command touches transformers: import unsloth first where it will be the
+    backend (it patches transformers/peft/trl as they load), then quiet the libraries."""
+    from lowres.hardware import import_unsloth_first
     from lowres.ui import quiet_libraries
 
+    import_unsloth_first(recipe.model.backend)
     quiet_libraries()
 
 
@@ -364,9 +371,11 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...]):
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/warmup).")
 def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None) -> None:
     """Stage 1: (Q)LoRA SFT on long chain-of-thought traces. Rerun to resume after an interruption."""
+    recipe = _recipe(recipe_file, overrides)
+    _training_start(recipe)
     from lowres.train.warmup import run_warmup
 
-    run_warmup(_recipe(recipe_file, overrides), out)
+    run_warmup(recipe, out)
 
 
 @cli.command()
@@ -394,9 +403,11 @@ def merge(base_ref: str, adapter: Path, out: Path, dtype: str, tolerance: float,
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/rlvr).")
 def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, out: Path | None) -> None:
     """Stage 2: LoRA GRPO with the target task's verifiable reward on ≤100 examples."""
+    recipe = _recipe(recipe_file, overrides)
+    _training_start(recipe)
     from lowres.train.rlvr import run_rlvr
 
-    run_rlvr(_recipe(recipe_file, overrides), model_ref, out)
+    run_rlvr(recipe, model_ref, out)
 
 
 # ---------------------------------------------------------------- eval and compare

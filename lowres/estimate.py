@@ -119,7 +119,7 @@ def describe(recipe: Recipe) -> list[str]:
     lines = [f"model size: {params / 1e9:.2f}B parameters"]
     from lowres.hardware import detect, vllm_installed
 
-    hw = detect(recipe.model.dtype)
+    hw = detect(recipe.model.dtype, recipe.model.backend)
     dense_bytes = 4 if hw.dtype == "fp32" else 2
     vllm = hw.backend == "unsloth" and vllm_installed()
     for stage, four_bit, lora in (("warmup", recipe.warmup.load_in_4bit, recipe.warmup.lora),

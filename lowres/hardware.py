@@ -62,16 +62,16 @@ def gpu_has_bf16() -> bool:
         return torch.cuda.get_device_capability(0) >= (8, 0)
 
 
-def import_unsloth_first() -> bool:
+def import_unsloth_first(requested_backend: str = "auto") -> bool:
     """Import unsloth now, before transformers, peft, datasets and trl, when it will be the backend
-    (a CUDA GPU and unsloth installed): it patches those libraries as they are imported. True if
-    it was imported. Called at the start of the commands that train (never by `lowres run` itself,
-    whose stages run in child processes)."""
+    (a CUDA GPU, unsloth installed, and the recipe not asking for transformers): it patches those
+    libraries as they are imported. True if it was imported. Called at the start of the commands that
+    train (never by `lowres run` itself, whose stages run in child processes)."""
     import torch
 
     if "unsloth" in sys.modules:
         return True
-    if not (torch.cuda.is_available() and unsloth_installed()):
+    if requested_backend == "transformers" or not (torch.cuda.is_available() and unsloth_installed()):
         return False
     import unsloth  # noqa: F401
 

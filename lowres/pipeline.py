@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -170,12 +171,16 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
     run_dir = recipe.run_dir
     lines = [f"# {recipe.name}\n", f"{recipe.description}\n", f"Model: {describe_model(recipe.model.name_or_path)}\n",
              "## Accuracy (%), mean ± std over samples (share of well-formed answers)\n", results_markdown(results)]
-    plot_comparison(results, run_dir / "comparison.png")
-    lines.append("![comparison](comparison.png)\n")
-    metrics = run_dir / "rlvr" / "metrics.jsonl"
-    if metrics.is_file() and plot_training_curve(metrics, run_dir / "rlvr_reward.png",
-                                                 ("reward", "frac_reward_zero_std")):
-        lines.append("## RLVR\n\n![reward over steps](rlvr_reward.png)\n")
+    if importlib.util.find_spec("matplotlib") is None:
+        # A declared dependency, but a hand-assembled environment (e.g. an offline GPU box) may lack it.
+        console.print("[yellow]plots skipped: matplotlib is not installed[/yellow]")
+    else:
+        plot_comparison(results, run_dir / "comparison.png")
+        lines.append("![comparison](comparison.png)\n")
+        metrics = run_dir / "rlvr" / "metrics.jsonl"
+        if metrics.is_file() and plot_training_curve(metrics, run_dir / "rlvr_reward.png",
+                                                     ("reward", "frac_reward_zero_std")):
+            lines.append("## RLVR\n\n![reward over steps](rlvr_reward.png)\n")
     report = run_dir / "report.md"
     report.write_text("\n".join(lines))
     console.print(f"report: {report}")

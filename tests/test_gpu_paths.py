@@ -192,19 +192,36 @@ def test_importing_the_cli_imports_none_of_the_libraries_unsloth_patches():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize(("command", "expected"), [("warmup", True), ("rlvr", True), ("run", False),
-                                                    ("eval", False), ("merge", False)])
-def test_training_commands_import_unsloth_before_the_libraries(monkeypatch, command, expected):
-    """S1: the CLI's start-up imports transformers (quiet_libraries); unsloth must come first, and only
-    in the commands that train (never in `lowres run`, whose stages are child processes)."""
-    from lowres import cli as cli_module
+@pytest.mark.parametrize("command", ["warmup", "rlvr"])
+@pytest.mark.parametrize("backend", ["auto", "transformers"])
+def test_training_commands_import_unsloth_before_the_libraries(monkeypatch, command, backend):
+    """S1: the CLI's start-up imports transformers (quiet_libraries); a training command asks for
+    unsloth first, with the recipe's backend (transformers: never imported), then the libraries."""
     from lowres import ui
+    from lowres.cli import cli
+    from lowres.train import rlvr, warmup
 
     order = []
-    monkeypatch.setattr(hardware, "import_unsloth_first", lambda: order.append("unsloth"))
+    monkeypatch.setattr(hardware, "import_unsloth_first", lambda backend: order.append(("unsloth", backend)))
     monkeypatch.setattr(ui, "quiet_libraries", lambda: order.append("libraries"))
-    CliRunner().invoke(cli_module.cli, [command, "--help"])
-    assert order == (["unsloth", "libraries"] if expected else ["libraries"])
+    monkeypatch.setattr(warmup, "run_warmup", lambda *a, **k: order.append("train"))
+    monkeypatch.setattr(rlvr, "run_rlvr", lambda *a, **k: order.append("train"))
+    result = CliRunner().invoke(cli, [command, "demo", "--set", f"model.backend={backend}"])
+    assert result.exit_code == 0, result.output
+    assert order == [("unsloth", backend), "libraries", "train"]
+
+
+@pytest.mark.parametrize("command", ["run", "eval", "merge", "env"])
+def test_other_commands_never_import_unsloth(monkeypatch, command):
+    """`lowres run` conducts child processes: Unsloth's class patches must never enter it."""
+    from lowres import ui
+    from lowres.cli import cli
+
+    order = []
+    monkeypatch.setattr(hardware, "import_unsloth_first", lambda backend: order.append("unsloth"))
+    monkeypatch.setattr(ui, "quiet_libraries", lambda: order.append("libraries"))
+    CliRunner().invoke(cli, [command, "--help"])
+    assert order == ["libraries"]
 
 
 def test_import_unsloth_first_imports_it_on_a_cuda_machine(fake_gpu, monkeypatch, tmp_path):
@@ -213,6 +230,7 @@ def test_import_unsloth_first_imports_it_on_a_cuda_machine(fake_gpu, monkeypatch
     monkeypatch.delitem(sys.modules, "unsloth", raising=False)
     fake_gpu("NVIDIA L4", 8, 9)
     monkeypatch.setattr(hardware, "unsloth_installed", lambda: True)
+    assert hardware.import_unsloth_first("transformers") is False and "unsloth" not in sys.modules
     assert hardware.import_unsloth_first() is True
     assert sys.modules["unsloth"].IMPORTED
     monkeypatch.delitem(sys.modules, "unsloth")

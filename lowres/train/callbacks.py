@@ -27,6 +27,19 @@ def memory_text() -> str:
         return ""
 
 
+def peak_memory() -> dict[str, float]:
+    """This process's peak memory so far, in GiB: GPU allocated and reserved on CUDA, resident set
+    size elsewhere (for summary.json, so a run records what it needed)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return {"gpu_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                "gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+    import resource
+
+    return {"rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}  # KiB on Linux
+
+
 class MetricsLogger(TrainerCallback):
     """Appends every log event (loss, reward, lr, …) as one JSON line to metrics.jsonl."""
 

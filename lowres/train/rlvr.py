@@ -30,7 +30,7 @@ from lowres.rewards import reward_functions
 from lowres.tasks import get_task
 from lowres.tasks.sampling import disjoint_train_subset
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
-from lowres.train.callbacks import LiveView, MetricsLogger
+from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
 from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
 from lowres.ui import console
 
@@ -177,7 +177,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     check_rlvr_settings(recipe)
     if model_ref is None:
         model_ref = str(recipe.run_dir / "merge") if cfg.start_from == "warmup" else recipe.model.name_or_path
-    hw = detect(recipe.model.dtype)
+    hw = detect(recipe.model.dtype, recipe.model.backend)
     prepare_backend(hw)
     task = get_task(recipe.data.target.task)
     rows = training_rows(recipe)
@@ -213,7 +213,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     (out_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset),
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
-               "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype}
+               "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype, "peak_memory": peak_memory()}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"rlvr: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
     return out_dir

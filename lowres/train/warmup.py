@@ -21,7 +21,7 @@ from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, dump_recipe
 from lowres.tasks.base import r1_messages
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
-from lowres.train.callbacks import LiveView, MetricsLogger
+from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
 from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
 from lowres.ui import console
 
@@ -92,7 +92,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     out_dir = Path(out_dir or recipe.run_dir / "warmup")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = recipe.warmup
-    hw = detect(recipe.model.dtype)
+    hw = detect(recipe.model.dtype, recipe.model.backend)
     prepare_backend(hw)
     examples = load_warmup_examples(recipe)
     model, tokenizer = load_trainable(recipe.model.name_or_path, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
@@ -151,7 +151,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         "examples": len(examples), "dropped_over_max_seq_length": dropped, "train_examples": len(train),
         "held_out_examples": len(held_out), "steps": result.global_step, "train_loss": result.training_loss,
         "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": cfg.load_in_4bit,
-        "backend": hw.backend, "dtype": hw.dtype,
+        "backend": hw.backend, "dtype": hw.dtype, "peak_memory": peak_memory(),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"warmup: {result.global_step} steps, train loss {result.training_loss:.4f}"
