@@ -9,8 +9,8 @@
 #   stripped to what runs on CUDA 13, plus the embedded SmolLM2 tokenizer's files. Copy or carry the
 #   project folder with .gpu_kit/ in it to the GPU machine.
 # run: installs the kit without network into a temporary folder, prints `lowres env`, runs
-#   `pytest -m gpu`, then benchmarks/gpu_speed.py (Qwen2.5-1.5B's shape, random weights). Writes
-#   gpu_check.log, gpu_tests.xml, gpu_speed.json and gpu_check.json (each phase's exit code and time).
+#   `pytest -m gpu`, then `lowres bench --backend both` (Qwen2.5-1.5B's shape, random weights). Writes
+#   gpu_check.log, gpu_tests.xml, bench.json and gpu_check.json (each phase's exit code and time).
 #   Each phase has its own time limit; the whole run fits in 8 minutes on one H100.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -108,12 +108,15 @@ run() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   phase env 45 python3 -m lowres env
   phase gpu-tests 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu --junitxml "$out/gpu_tests.xml"
-  phase speed 180 python3 benchmarks/gpu_speed.py --shape qwen2.5-1.5b --steps 3 --json "$out/gpu_speed.json" \
-    --workdir "$site/../speed"
+  # Speed and memory, Unsloth against transformers+PEFT: the demo's recipe (4-bit warmup, GRPO on
+  # kk_easy, both offline) on a randomly initialised model of Qwen2.5-1.5B's shape.
+  phase bench 180 python3 -m lowres bench demo --model-config qwen2.5-1.5b --backend both --steps 3 \
+    --stages warmup,rlvr --set warmup.load_in_4bit=true --set rlvr.max_completion_length=256 \
+    --json "$out/bench.json"
   local joined
   joined=$(IFS=,; echo "${PHASES[*]}")
   echo "{\"phases\": [$joined]}" > "$out/gpu_check.json"
-  echo "results → $out (gpu_check.log, gpu_tests.xml, gpu_speed.json, gpu_check.json)"
+  echo "results → $out (gpu_check.log, gpu_tests.xml, bench.json, gpu_check.json)"
   for p in "${PHASES[@]}"; do case $p in *'"exit_code": 0,'*) ;; *) return 1 ;; esac; done
 }
 

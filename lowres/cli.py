@@ -17,9 +17,11 @@ from lowres.ui import console, error
 
 
 class _UserFacingError(click.ClickException):
-    """Carries a UserError out of Click: one line on stderr, exit code 2."""
+    """Carries a UserError out of Click: one line on stderr, its exit code (2; 3 for out of memory)."""
 
-    exit_code = 2
+    def __init__(self, message: str, exit_code: int = UserError.exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
 
     def show(self, file=None) -> None:
         error(self.message)
@@ -44,7 +46,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            raise _UserFacingError(str(e)) from None
+            raise _UserFacingError(str(e), e.exit_code) from None
         except StageFailed as e:
             if e.exit_code == INTERRUPTED:
                 raise _Exit(f"interrupted during {e.stage}; the last checkpoint is kept: run the same command "
@@ -480,6 +482,50 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool) -> N
         click.echo(dump_recipe(recipe), nl=False)
         return
     run_recipe(recipe)
+
+
+# ---------------------------------------------------------------- bench
+
+@cli.command()
+@click.argument("recipe_file", required=False, metavar="[RECIPE]")
+@set_option
+@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed optimizer steps per training stage (after one untimed step).")
+@click.option("--stages", help="Comma-separated subset of the recipe's stages (default: all of them).")
+@click.option("--backend", type=click.Choice(["auto", "unsloth", "transformers", "both"]), default="auto",
+              show_default=True, help="both: Unsloth and transformers+PEFT side by side, with the ratios.")
+@click.option("--model-config", type=click.Choice(["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b",
+                                                   "tiny"]),
+              help="Measure on a randomly initialised model of this shape instead of the recipe's model "
+                   "(nothing downloaded).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures here.")
+def bench(recipe_file, overrides, steps, stages, backend, model_config, json_path) -> None:
+    """Measure a recipe on this machine: a few real steps of each stage, per backend — step time,
+    tokens/s, peak memory, whether it fits, and the whole recipe's estimated wall time."""
+    import json
+
+    from lowres import bench as b
+    from lowres.pipeline import DEFAULT_RECIPE
+
+    recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides)
+    if json_path is not None:
+        _check_writable(json_path)
+    chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    report = b.bench(recipe, steps=steps, stages=chosen, backend=backend, model_config=model_config)
+    console.print(b.report_table(report))
+    for line in b.summary_lines(report):
+        console.print(line)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2))
+        console.print(f"figures → {json_path}")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the work, not after it, when an output file cannot be written."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent}: no such folder")
 
 
 def main() -> None:

@@ -155,16 +155,18 @@ def _sample_batch(model, input_ids, attention_mask, max_new_tokens, stop_ids, te
                 past_key_values=cache, use_cache=True, **extra)
     next_position = position_ids[:, -1] + 1
     rows = torch.arange(batch)  # which original rows are still generating
-    new_tokens: list[list[int]] = [[] for _ in range(batch)]
+    steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their tokens) per step, read back at the end
     stop = torch.tensor(sorted(stop_ids), device=input_ids.device)
     for step in range(max_new_tokens):
         token = sample_next_token(out.logits[:, -1, :], temperature, top_p, top_k, generator)
-        for row, t in zip(rows.tolist(), token.tolist(), strict=True):
-            new_tokens[row].append(t)
-        running = ~torch.isin(token, stop)
-        if step == max_new_tokens - 1 or not bool(running.any()):
+        steps.append((rows, token))
+        if step == max_new_tokens - 1:
             break
-        if not bool(running.all()):
+        running = ~torch.isin(token, stop)
+        n_running = int(running.sum())  # the one host sync per step (on a GPU it waits for the step)
+        if n_running == 0:
+            break
+        if n_running < len(rows):
             keep = running.nonzero().squeeze(1)
             cache.batch_select_indices(keep)
             rows, token, next_position = rows[keep.cpu()], token[keep], next_position[keep]
@@ -173,4 +175,9 @@ def _sample_batch(model, input_ids, attention_mask, max_new_tokens, stop_ids, te
         out = model(input_ids=token.unsqueeze(1), attention_mask=attention_mask,
                     position_ids=next_position.unsqueeze(1), past_key_values=cache, use_cache=True, **extra)
         next_position = next_position + 1
+    new_tokens: list[list[int]] = [[] for _ in range(batch)]
+    all_rows = torch.cat([r for r, _ in steps]).tolist()
+    all_tokens = torch.cat([t for _, t in steps]).tolist()
+    for row, t in zip(all_rows, all_tokens, strict=True):
+        new_tokens[row].append(t)
     return new_tokens

@@ -8,3 +8,10 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+class OutOfMemory(UserError):
+    """A stage ran out of GPU memory: one line naming the settings that lower it, exit code 3 (so a
+    caller such as `lowres bench` can tell "does not fit" from other bad input)."""
+
+    exit_code = 3

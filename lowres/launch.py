@@ -7,8 +7,8 @@ process takes all of that with it when it exits. The child is the same CLI a use
 (`lowres warmup/merge/rlvr/eval`), so there is one code path per stage.
 
 The child shares the terminal (its live view draws there directly). Its exit code says what
-happened: 0 done; 2 bad input (the child already printed the one-line error); 130 interrupted;
-anything else a bug (the child already printed its traceback).
+happened: 0 done; 2 bad input and 3 out of GPU memory (the child already printed the one-line
+error); 130 interrupted; anything else a bug (the child already printed its traceback).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 
-from lowres.errors import UserError
+from lowres.errors import OutOfMemory, UserError
 
 INTERRUPTED = 130  # the shell's convention for "stopped by SIGINT"
 
@@ -69,7 +69,7 @@ def run_stage(stage: str, args: list[str], grace_seconds: float = 60.0) -> None:
         raise StageFailed(stage, INTERRUPTED, None) from None
     if code == 0:
         return
-    if code == UserError.exit_code:
+    if code in (UserError.exit_code, OutOfMemory.exit_code):
         raise StageFailed(stage, code, None)  # the child printed its one-line error
     if code in (INTERRUPTED, -signal.SIGINT):
         raise StageFailed(stage, INTERRUPTED, None)

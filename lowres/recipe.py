@@ -52,7 +52,8 @@ class ModelSection:
     """The model to start from."""
 
     name_or_path: str = _f(REQUIRED, help="hub id, local folder, or embedded:smollm2-135m")
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = _f("auto", help="auto: bf16 where the GPU has it, else fp16; fp32 on CPU")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = _f(
+        "auto", help="auto: bf16 where the GPU has it, else fp16; fp32 on CPU")
     backend: Literal["auto", "unsloth", "transformers"] = _f(
         "auto", help="training backend; auto: unsloth on a CUDA GPU where installed, else transformers+PEFT")
     max_seq_length: int = _f(2048, min=64, help="longest prompt+completion in tokens")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from lowres.errors import UserError
+from lowres.errors import OutOfMemory
 from lowres.hardware import Hardware
 
 
@@ -34,7 +34,7 @@ def oom_guard(stage: str, what_to_lower: str):
     try:
         yield
     except torch.OutOfMemoryError:
-        raise UserError(f"{stage}: out of GPU memory; lower {what_to_lower}, or enable load_in_4bit") from None
+        raise OutOfMemory(f"{stage}: out of GPU memory; lower {what_to_lower}, or enable load_in_4bit") from None
 
 
 def drop_default_printer(trainer) -> None:

@@ -18,6 +18,7 @@ Guards for small data, where GRPO fails quietly:
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -99,7 +100,11 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
             return completions, None
 
         def _generate_and_score_completions(self, inputs):
+            started = time.perf_counter()
             out = super()._generate_and_score_completions(inputs)
+            # Sampling (plus grading) time per generation round, so `lowres bench` can split a step.
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["timing/generation_seconds"].append(time.perf_counter() - started)
             advantages, group = out["advantages"], self.num_generations
             # Groups are consecutive rows on a single process; with several processes a process's slice
             # need not align with groups, so leave the batch as is there.
