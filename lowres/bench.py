@@ -28,7 +28,7 @@ from pathlib import Path
 from lowres.errors import OutOfMemory, UserError
 from lowres.estimate import KNOWN_SHAPES
 from lowres.launch import StageFailed, run_stage
-from lowres.recipe import Recipe, dump_recipe, recipe_from_dict
+from lowres.recipe import STAGES, Recipe, dump_recipe, recipe_from_dict
 from lowres.ui import console
 
 # Shapes for --model-config: the Qwen2.5 configs (as in their config.json), and a tiny one for tests.
@@ -251,8 +251,16 @@ def bench_backend(recipe: Recipe, backend: str, steps: int, stages: list[str], w
             if failed.exit_code != OutOfMemory.exit_code:
                 raise
             rows.append(StageFigures(backend, stage, status="does not fit",
-                                     note=f"out of GPU memory; {NOT_FIT_HINTS[stage]}"))
+                                     note=f"out of GPU memory; {NOT_FIT_HINTS[stage]}{_static_need(cut, stage)}"))
     return rows
+
+
+def _static_need(recipe: Recipe, stage: str) -> str:
+    """The dry run's weights + LoRA-state figure for the stage (what no batch setting lowers)."""
+    from lowres.estimate import describe
+
+    line = next((line for line in describe(recipe) if line.startswith(f"{stage} on")), None)
+    return "" if line is None else f" (weights and LoRA state alone: {line.split(': ', 1)[1].split(' for ')[0]})"
 
 
 def backends_for(choice: str) -> list[str]:
@@ -276,6 +284,9 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
 
     if steps < 1:
         raise UserError("--steps must be at least 1")
+    unknown = sorted(set(stages or ()) - set(STAGES))
+    if unknown:
+        raise UserError(f"--stages: no stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
     stages = [s for s in recipe.stages if stages is None or s in stages]
     if not stages:
         raise UserError(f"--stages: none of them is in the recipe's stages ({', '.join(recipe.stages)})")
@@ -338,7 +349,8 @@ def report_table(report: dict):
             "-" if r["train_tokens_per_second"] is None else f"{r['train_tokens_per_second']:.0f}",
             "-" if r["generation_tokens_per_second"] is None else f"{r['generation_tokens_per_second']:.0f}",
             "-" if peak is None else f"{kind} {peak:.1f} GiB",
-            "-" if r["steps_in_recipe"] is None else str(r["steps_in_recipe"]),
+            "-" if r["steps_in_recipe"] is None else
+            f"{r['steps_in_recipe']} models" if r["stage"] == "eval" else str(r["steps_in_recipe"]),
             _minutes(r["extrapolated_seconds"]))
     return table
 

@@ -428,9 +428,11 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, ou
 @click.option("--seed", default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--label", help="Name for the model in tables (default: the model folder's name).")
+@click.option("--table/--no-table", default=True, hidden=True, help="Print the results table (lowres run prints one "
+                                                                   "for all its models instead).")
 @click.option("--out", type=click.Path(path_type=Path), help="Results folder (default runs/eval/<model>).")
 def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_new_tokens, limit, batch_size,
-                 chat_template, seed, dtype, label, out) -> None:
+                 chat_template, seed, dtype, label, table, out) -> None:
     """Evaluate a model (hub id, folder, merged checkpoint, or base + --adapter) on tasks: mean accuracy
     ± std over samples, pass@k, format errors, completion length; per-sample JSONL."""
     from lowres.evaluate import GenerationSettings, evaluate_model
@@ -445,7 +447,8 @@ def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_n
     label = label or default_label
     results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label,
                              dtype=dtype)
-    console.print(results_table({label: results}))
+    if table:
+        console.print(results_table({label: results}))
     console.print(f"results → {out}")
 
 

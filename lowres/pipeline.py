@@ -142,7 +142,8 @@ def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: st
     args = ["eval", model_ref, "--tasks", ",".join(e.tasks), "--n-samples", str(e.n_samples),
             "--temperature", repr(e.temperature), "--top-p", repr(e.top_p), "--max-new-tokens", str(e.max_new_tokens),
             "--batch-size", str(e.batch_size), "--chat-template", recipe.model.chat_template,
-            "--seed", str(recipe.seed), "--dtype", recipe.model.dtype, "--label", label, "--out", str(out_dir)]
+            "--seed", str(recipe.seed), "--dtype", recipe.model.dtype, "--label", label, "--out", str(out_dir),
+            "--no-table"]
     if e.limit:
         args += ["--limit", str(e.limit)]
     if adapter is not None:

@@ -39,6 +39,12 @@ def test_unsloth_without_a_gpu_is_one_line_and_exit_2(tmp_path):
             "error: backend 'unsloth' needs a CUDA GPU; this machine has none (use backend auto)"]
 
 
+def test_an_unknown_stage_is_one_line_and_exit_2():
+    result = CliRunner().invoke(cli, ["bench", "demo", "--stages", "warmup,rvlr"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --stages: no stage 'rvlr'; choose from warmup, merge, rlvr, eval"
+
+
 def test_out_of_memory_is_exit_code_3_with_the_settings_to_lower():
     from lowres.train.common import oom_guard
 

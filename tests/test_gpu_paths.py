@@ -116,7 +116,7 @@ def test_unsloth_gets_the_recipes_model_seed_and_vllm_only_for_rlvr(fake_unsloth
     lora = LoraSection(r=32)
     for for_rlvr in (False, True):
         backend.load_trainable("Qwen/Qwen2.5-3B", hw, lora, load_in_4bit=False, max_seq_length=4096, seed=1234,
-                               for_rlvr=for_rlvr)
+                               gradient_checkpointing=backend.uses_gradient_checkpointing(hw), for_rlvr=for_rlvr)
     (_, warm_load), (_, warm_peft), (_, rl_load), (_, rl_peft) = fake_unsloth
     for load in (warm_load, rl_load):
         assert load["model_name"] == "Qwen/Qwen2.5-3B" and load["use_exact_model_name"] is True
@@ -139,7 +139,7 @@ def test_transformers_backend_lora_initialisation_follows_the_seed():
 
     def first_lora_a(seed):
         model, _ = load_trainable("embedded:smollm2-135m", hw, lora, load_in_4bit=False, max_seq_length=256,
-                                  seed=seed)
+                                  seed=seed, gradient_checkpointing=False)
         return next(p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n)
 
     torch.manual_seed(99)
@@ -149,18 +149,29 @@ def test_transformers_backend_lora_initialisation_follows_the_seed():
     assert not torch.equal(a, first_lora_a(8))
 
 
-def test_trainer_configs_pass_gradient_checkpointing_explicitly(tmp_path):
-    """S3: TRL turns gradient checkpointing on by default; on a CPU the backend means it off."""
+def test_gradient_checkpointing_where_memory_needs_it(tmp_path, monkeypatch):
+    """S3: TRL turns gradient checkpointing on by default; lowres decides and passes its answer: always
+    on a GPU, on a CPU only when the activations would crowd the machine's memory."""
+    from transformers import AutoConfig
+
     from lowres.recipe import recipe_from_dict
-    from lowres.train.backend import uses_gradient_checkpointing
+    from lowres.train import backend
     from lowres.train.rlvr import grpo_config
 
     cpu = detect()
-    assert uses_gradient_checkpointing(cpu) is False
-    assert uses_gradient_checkpointing(Hardware("cuda", "T4", 15.0, False, "unsloth", "fp16")) is True
+    t4 = Hardware("cuda", "T4", 15.0, False, "unsloth", "fp16")
+    assert backend.uses_gradient_checkpointing(t4) is True
+    assert backend.uses_gradient_checkpointing(cpu) is False
+    # The demo's GRPO micro-batch (8 × 896 tokens) on SmolLM2-135M needs ≈9.3 GB of activations.
+    config = AutoConfig.from_pretrained(backend.resolve_model("embedded:smollm2-135m"))
+    assert 9e9 < backend.activation_bytes(config, 8 * 896) < 10e9
+    monkeypatch.setattr(backend, "machine_memory_bytes", lambda: 64 * 2**30)
+    assert backend.uses_gradient_checkpointing(cpu, "embedded:smollm2-135m", 8 * 896) is False
+    monkeypatch.setattr(backend, "machine_memory_bytes", lambda: 16 * 2**30)  # a 16 GB laptop
+    assert backend.uses_gradient_checkpointing(cpu, "embedded:smollm2-135m", 8 * 896) is True
     recipe = recipe_from_dict({"name": "t", "model": {"name_or_path": "embedded:smollm2-135m"},
                                "output": {"dir": str(tmp_path)}}, "test")
-    assert grpo_config(recipe, cpu, tmp_path).gradient_checkpointing is False
+    assert grpo_config(recipe, cpu, tmp_path, False).gradient_checkpointing is False
 
 
 def test_dry_run_estimate_prices_embeddings_unquantised_and_vllm_share(monkeypatch):
@@ -236,3 +247,28 @@ def test_import_unsloth_first_imports_it_on_a_cuda_machine(fake_gpu, monkeypatch
     monkeypatch.delitem(sys.modules, "unsloth")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert hardware.import_unsloth_first() is False and "unsloth" not in sys.modules
+
+
+def test_merge_loads_the_base_straight_onto_the_gpu(monkeypatch, tmp_path):
+    """S4: the 16-bit base goes to the GPU at load time (device_map), not through CPU memory first."""
+    from transformers import AutoModelForCausalLM
+
+    from lowres.train import merge
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    seen = {}
+
+    class Loaded(Exception):
+        pass
+
+    def from_pretrained(location, **kwargs):
+        seen.update(kwargs)
+        raise Loaded
+
+    monkeypatch.setattr(merge, "detect", lambda dtype: Hardware("cuda", "L4", 24.0, True, "transformers", "bf16"))
+    monkeypatch.setattr(merge, "resolve_model", lambda ref: ref)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    with pytest.raises(Loaded):
+        merge.run_merge("Qwen/Qwen2.5-3B", tmp_path / "adapter", tmp_path / "merged")
+    assert seen["device_map"] == {"": 0} and seen["dtype"] == torch.bfloat16

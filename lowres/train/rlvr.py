@@ -152,7 +152,7 @@ def build_dataset(rows: list[dict], tokenizer, recipe: Recipe):
     return Dataset.from_list(records)
 
 
-def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path):
+def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpointing: bool):
     from trl import GRPOConfig
 
     cfg = recipe.rlvr
@@ -168,7 +168,7 @@ def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path):
         reward_weights=[1.0, cfg.format_reward_weight] if cfg.format_reward_weight else None,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
         report_to=list(recipe.output.report_to) or "none", seed=recipe.seed, disable_tqdm=True,
-        use_cpu=hw.device == "cpu", log_completions=False, gradient_checkpointing=uses_gradient_checkpointing(hw),
+        use_cpu=hw.device == "cpu", log_completions=False, gradient_checkpointing=gradient_checkpointing,
         **precision_flags(hw),
     )
 
@@ -186,8 +186,11 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     prepare_backend(hw)
     task = get_task(recipe.data.target.task)
     rows = training_rows(recipe)
+    checkpointing = uses_gradient_checkpointing(
+        hw, model_ref, cfg.per_device_train_batch_size * (cfg.max_prompt_length + cfg.max_completion_length))
     model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
-                                      max_seq_length=recipe.model.max_seq_length, seed=recipe.seed, for_rlvr=True)
+                                      max_seq_length=recipe.model.max_seq_length, seed=recipe.seed,
+                                      gradient_checkpointing=checkpointing, for_rlvr=True)
     dataset = build_dataset(rows, tokenizer, recipe)
     reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
@@ -196,8 +199,8 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
                              "completions/mean_length"))
     trainer_cls = _trainer_class(cfg.zero_variance_groups == "skip", lean_generation=hw.backend == "transformers")
     trainer = trainer_cls(
-        model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir), train_dataset=dataset,
-        processing_class=tokenizer,
+        model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir, checkpointing),
+        train_dataset=dataset, processing_class=tokenizer,
         callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
                    live, *callbacks],
     )
@@ -218,7 +221,8 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     (out_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset),
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
-               "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype, "peak_memory": peak_memory()}
+               "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype,
+               "gradient_checkpointing": checkpointing, "peak_memory": peak_memory()}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"rlvr: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
     return out_dir

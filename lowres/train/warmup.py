@@ -95,8 +95,11 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     hw = detect(recipe.model.dtype, recipe.model.backend)
     prepare_backend(hw)
     examples = load_warmup_examples(recipe)
+    checkpointing = uses_gradient_checkpointing(hw, recipe.model.name_or_path,
+                                                cfg.per_device_train_batch_size * recipe.model.max_seq_length)
     model, tokenizer = load_trainable(recipe.model.name_or_path, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
-                                      max_seq_length=recipe.model.max_seq_length, seed=recipe.seed)
+                                      max_seq_length=recipe.model.max_seq_length, seed=recipe.seed,
+                                      gradient_checkpointing=checkpointing)
     pairs, dropped = to_text_pairs(examples, tokenizer, recipe)
     if not pairs:
         raise UserError(f"all {len(examples)} warmup examples are longer than model.max_seq_length "
@@ -123,7 +126,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         eval_strategy="steps" if held_out else "no", eval_steps=cfg.save_steps if held_out else None,
         report_to=list(recipe.output.report_to) or "none", seed=recipe.seed, disable_tqdm=True,
         include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
-        gradient_checkpointing=uses_gradient_checkpointing(hw), **precision_flags(hw),
+        gradient_checkpointing=checkpointing, **precision_flags(hw),
     )
     live = LiveView("warmup", ("loss", "eval_loss"))
     trainer = SFTTrainer(
@@ -151,7 +154,8 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         "examples": len(examples), "dropped_over_max_seq_length": dropped, "train_examples": len(train),
         "held_out_examples": len(held_out), "steps": result.global_step, "train_loss": result.training_loss,
         "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": cfg.load_in_4bit,
-        "backend": hw.backend, "dtype": hw.dtype, "peak_memory": peak_memory(),
+        "backend": hw.backend, "dtype": hw.dtype, "gradient_checkpointing": checkpointing,
+        "peak_memory": peak_memory(),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"warmup: {result.global_step} steps, train loss {result.training_loss:.4f}"
