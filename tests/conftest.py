@@ -55,3 +55,29 @@ def data_dir(monkeypatch, shared_data) -> Path:
     """The benchmark data as $LOWRES_DATA_DIR, for tests that load task data offline."""
     monkeypatch.setenv("LOWRES_DATA_DIR", str(shared_data))
     return shared_data
+
+
+@pytest.fixture
+def greedy_matches_generate():
+    """A check: lowres.decode's greedy tokens equal transformers' `generate`, row by row, on a left-
+    padded batch of prompts of different lengths (cut at the first EOS, as lowres stops there)."""
+    import torch
+
+    from lowres.decode import sample_batch
+
+    def check(model, tokenizer, prompts: list[str], max_new_tokens: int) -> None:
+        tokenizer.padding_side = "left"
+        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+        ours = sample_batch(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
+                            {tokenizer.eos_token_id}, temperature=0)
+        with torch.no_grad():
+            theirs = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+        width = enc["input_ids"].shape[1]
+        for row, ids in zip(theirs, ours, strict=True):
+            reference = row[width:].tolist()
+            if tokenizer.eos_token_id in reference:
+                reference = reference[:reference.index(tokenizer.eos_token_id) + 1]
+            assert ids == reference
+
+    return check

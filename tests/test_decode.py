@@ -47,21 +47,10 @@ def test_a_nucleus_wider_than_the_candidate_list_uses_the_whole_vocabulary():
     assert int((freq > 0).sum()) > 2 * CANDIDATES
 
 
-def test_greedy_batch_matches_transformers_generate(embedded_model):
+def test_greedy_batch_matches_transformers_generate(embedded_model, greedy_matches_generate):
     model, tokenizer = embedded_model
-    tokenizer.padding_side = "left"
-    prompts = ["The capital of France is", "1, 2, 3, 4,", "Write one word:"]  # different lengths: padding
-    enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    stop = {tokenizer.eos_token_id}
-    ours = sample_batch(model, enc["input_ids"], enc["attention_mask"], 12, stop, temperature=0)
-    with torch.no_grad():
-        theirs = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    width = enc["input_ids"].shape[1]
-    for row, ids in zip(theirs, ours, strict=True):
-        reference = row[width:].tolist()
-        if tokenizer.eos_token_id in reference:
-            reference = reference[:reference.index(tokenizer.eos_token_id) + 1]
-        assert ids == reference
+    # Different lengths, so the batch is padded.
+    greedy_matches_generate(model, tokenizer, ["The capital of France is", "1, 2, 3, 4,", "Write one word:"], 12)
 
 
 def test_finished_rows_stop_at_their_stop_token_while_others_go_on(embedded_model):

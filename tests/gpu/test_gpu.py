@@ -144,28 +144,15 @@ def test_fp16_path_trains_a_step(backend, qwen_folder, tmp_path):
     assert math.isfinite(summary["train_loss"])
 
 
-def test_greedy_decode_equals_generate_on_the_gpu(qwen_folder):
+def test_greedy_decode_equals_generate_on_the_gpu(qwen_folder, greedy_matches_generate):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lowres.decode import sample_batch
 
     assert "unsloth" not in sys.modules  # the classes are transformers' own here
     tokenizer = AutoTokenizer.from_pretrained(qwen_folder)
-    tokenizer.padding_side = "left"
     # fp32: a random model's logits are flat, and 16-bit rounding could flip a near-tie between two
     # equally valid kernels; the comparison is of the loop, not of the kernels.
     model = AutoModelForCausalLM.from_pretrained(qwen_folder, dtype=torch.float32).cuda().eval()
-    prompts = ["The capital of France is", "1, 2, 3, 4,", "Write one word:"]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True).to("cuda")
-    ours = sample_batch(model, enc["input_ids"], enc["attention_mask"], 16, {tokenizer.eos_token_id}, temperature=0)
-    with torch.no_grad():
-        theirs = model.generate(**enc, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    width = enc["input_ids"].shape[1]
-    for row, ids in zip(theirs, ours, strict=True):
-        reference = row[width:].tolist()
-        if tokenizer.eos_token_id in reference:
-            reference = reference[:reference.index(tokenizer.eos_token_id) + 1]
-        assert ids == reference
+    greedy_matches_generate(model, tokenizer, ["The capital of France is", "1, 2, 3, 4,", "Write one word:"], 16)
 
 
 def test_unsloth_patches_do_not_leak_into_a_later_stage(qwen_folder, tmp_path):
