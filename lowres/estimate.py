@@ -53,15 +53,14 @@ def local_config(ref: str) -> dict | None:
 
 def count_parameters(config: dict) -> int:
     """Parameters of a decoder-only transformer (Llama/Qwen/Mistral-style config)."""
-    h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+    h, layers = config["hidden_size"], config["num_hidden_layers"]
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or h // heads
     kv = config.get("num_key_value_heads", heads)
     inter = config["intermediate_size"]
     attention = 2 * h * heads * head_dim + 2 * h * kv * head_dim
     mlp = 3 * h * inter
-    embeddings = vocab * h * (1 if config.get("tie_word_embeddings", False) else 2)
-    return layers * (attention + mlp + 2 * h) + embeddings + h
+    return layers * (attention + mlp + 2 * h) + embedding_parameters(config) + h
 
 
 def lora_parameters(config: dict, lora: LoraSection) -> int:

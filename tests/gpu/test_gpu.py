@@ -26,21 +26,15 @@ QWEN_SHAPE = {"hidden_size": 896, "num_hidden_layers": 4, "num_attention_heads":
 BACKENDS = ["unsloth", "transformers"]
 
 
-def tokenizer_source() -> str:
-    """Tokenizer files carried to an offline GPU machine (gpu_check.sh), else the embedded model's."""
-    carried = os.environ.get("LOWRES_GPU_TOKENIZER")
-    if carried:
-        return carried
-    from lowres.models import resolve_model
-
-    return resolve_model("embedded:smollm2-135m")
-
-
 @pytest.fixture(scope="session")
 def qwen_folder(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source())
+    from lowres.models import resolve_model
+
+    # On an offline GPU box, gpu_check.sh places the embedded model's tokenizer and config (no weights)
+    # where resolve_model looks.
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded:smollm2-135m"))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     config = Qwen2Config(**QWEN_SHAPE, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
