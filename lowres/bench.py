@@ -203,7 +203,7 @@ def _eval_stage(cut: Recipe, real: Recipe, backend: str, model_ref: str, out: Pa
 
     row = StageFigures(backend, "eval")
     e = real.eval
-    questions = {name: len(get_task(name).load("test", limit=e.limit, seed=real.seed)) for name in e.tasks}
+    questions = {name: len(get_task(name).load("test", limit=e.limit_for(name), seed=real.seed)) for name in e.tasks}
     sample = max(1, min(min(questions.values()), math.ceil(e.batch_size / e.n_samples)))
     args = eval_command(cut, model_ref, None, "base", out)
     if "--limit" in args:
@@ -279,8 +279,8 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
           model_config: str | None = None, workdir: Path | None = None) -> dict:
     """Run the measurements; returns the report (what `--json` writes)."""
     from lowres import __version__
+    from lowres.fingerprint import stage_fingerprints
     from lowres.hardware import detect, package_versions
-    from lowres.pipeline import stage_fingerprints
 
     if steps < 1:
         raise UserError("--steps must be at least 1")

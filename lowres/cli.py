@@ -3,6 +3,7 @@ logic lives here."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -11,8 +12,10 @@ import click
 from rich.table import Table
 
 from lowres import __version__
+from lowres.artifacts import is_disk_full, output_file, output_folder
 from lowres.bench import MODEL_CONFIGS
 from lowres.errors import UserError
+from lowres.preflight import check_recipe
 from lowres.recipe import bundled_recipes, dump_recipe, load_recipe, resolve_recipe_path
 from lowres.ui import console, error
 
@@ -48,6 +51,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             raise _UserFacingError(str(e), e.exit_code) from None
+        except OSError as e:
+            # A full disk or a read-only place met outside the guarded writes: still one line.
+            if is_disk_full(e):
+                raise _UserFacingError(f"the disk is full writing {e.filename or 'a file'}; free some space "
+                                       "and run the same command again") from None
+            if e.errno in (errno.EACCES, errno.EROFS):
+                raise _UserFacingError(f"cannot write {e.filename or 'a file'} ({os.strerror(e.errno)})") from None
+            raise
         except StageFailed as e:
             if e.exit_code == INTERRUPTED:
                 raise _Exit(f"interrupted during {e.stage}; the last checkpoint is kept: run the same command "
@@ -130,15 +141,43 @@ def recipes() -> None:
 @recipes.command("list")
 def recipes_list() -> None:
     """Name, description, model and stages of each bundled recipe."""
-    table = Table(title="bundled recipes", title_justify="left")
-    table.add_column("name", overflow="fold", max_width=20)
-    table.add_column("description", ratio=2)
-    table.add_column("model", no_wrap=True)
-    table.add_column("stages", ratio=1)
+    from rich.padding import Padding
+    from rich.text import Text
+
+    rows = []
     for name, path in bundled_recipes().items():
         recipe = load_recipe(path)
-        table.add_row(name, recipe.description, recipe.model.name_or_path, " → ".join(recipe.stages))
-    console.print(table)
+        rows.append((name, recipe.description, recipe.model.name_or_path, " → ".join(recipe.stages)))
+    # A name is what you copy into `lowres run NAME`, so it is never wrapped, folded or cut: the other
+    # columns wrap instead. Where four columns do not fit, model and stages go under the description;
+    # where even two do not, each recipe is a name line followed by its details.
+    name_width = max(len(name) for name, *_ in rows)
+    model_width = max(len(model) for _, _, model, _ in rows)
+    title = "bundled recipes"
+    # Borders and padding take 13 columns in four columns, 7 in two; a description needs about 24 to read.
+    if console.width >= name_width + model_width + 13 + 24 + len("warmup → merge"):
+        table = Table(title=title, title_justify="left")
+        table.add_column("name", no_wrap=True, min_width=name_width)
+        table.add_column("description", overflow="fold")
+        table.add_column("model", no_wrap=True)
+        table.add_column("stages", overflow="fold")
+        for name, description, model, stages in rows:
+            table.add_row(name, Text(description), Text(model), Text(stages))
+        console.print(table)
+    elif console.width >= name_width + 7 + 16:
+        table = Table(title=title, title_justify="left")
+        table.add_column("name", no_wrap=True, min_width=name_width)
+        table.add_column("description", overflow="fold")
+        for name, description, model, stages in rows:
+            details = Text(description)
+            details.append(f"\n{model} · {stages}", style="dim")
+            table.add_row(name, details)
+        console.print(table)
+    else:
+        console.print(title, style="italic")
+        for name, description, model, stages in rows:
+            console.print(Text(name, style="bold"), soft_wrap=True)
+            console.print(Padding(Text(f"{description}\n{model} · {stages}", overflow="fold"), (0, 0, 0, 2)))
 
 
 @recipes.command("show")
@@ -165,10 +204,13 @@ def recipes_cp(name: str, dest: Path, force: bool) -> None:
         dest = dest / src.name
     if dest.exists() and not force:
         raise UserError(f"{dest} exists; pass --force to overwrite it")
-    if not dest.parent.is_dir():
-        raise UserError(f"{dest.parent} is not a folder")
+    output_file(dest, "recipe copy")
     shutil.copyfile(src, dest)
     console.print(f"copied {src.name} → {dest}")
+    if dest.stem != src.stem:
+        # The copy keeps `name:`, so its runs would land in (and reuse) the original's folder.
+        console.print(f"[yellow]note: the copy still says `name: {load_recipe(src).name}`, so its runs go to "
+                      f"runs/{load_recipe(src).name}; change `name:` to keep them apart[/yellow]")
 
 
 # ---------------------------------------------------------------- validate
@@ -182,6 +224,7 @@ def validate(recipe_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     for name in recipe_files:
         try:
             recipe = load_recipe(resolve_recipe_path(name), list(overrides))
+            check_recipe(recipe)
         except UserError as e:
             error(str(e))
             failed += 1
@@ -208,21 +251,26 @@ def _people(text: str) -> list[int]:
     return sizes
 
 
+def _rows_out(out: Path) -> Path:
+    """Check an --out for rows before the work: a .jsonl or .parquet file that can be written."""
+    if out.suffix not in (".jsonl", ".parquet"):
+        raise UserError(f"--out {out}: write .jsonl or .parquet")
+    return output_file(out)
+
+
 def _write_rows(rows: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write rows atomically (a crash leaves the old file or none, never half of one)."""
+    from lowres import artifacts
+
     if out.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), out)
-    elif out.suffix == ".jsonl":
-        import json
-
-        with out.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+        partial = out.with_name(f".{out.name}.partial")
+        pq.write_table(pa.Table.from_pylist(rows), partial)
+        os.replace(partial, out)
     else:
-        raise UserError(f"{out}: write .jsonl or .parquet")
+        artifacts.write_jsonl(out, rows)
 
 
 people_option = click.option("--people", default="3-7", show_default=True, help="Sizes: 3, 3-7 or 2,4.")
@@ -245,6 +293,7 @@ def kk_generate(count: int, people: str, depth: int, seed: int, out: Path) -> No
     from lowres.tasks.kk import generate_puzzles
     from lowres.tasks.kk.task import puzzle_row
 
+    _rows_out(out)
     rows = [puzzle_row(p) for p in generate_puzzles(count, n_people=_people(people), seed=seed, depth=depth)]
     _write_rows(rows, out)
     console.print(f"wrote {len(rows)} puzzles → {out}")
@@ -261,6 +310,7 @@ def kk_traces(count: int, people: str, depth: int, seed: int, out: Path) -> None
     (rows: prompt, completion, puzzle_id, answer, n_people)."""
     from lowres.tasks.kk.task import solver_trace_rows
 
+    _rows_out(out)
     rows = solver_trace_rows(count, _people(people), seed=seed, depth=depth)
     _write_rows(rows, out)
     mean_chars = sum(len(r["completion"]) for r in rows) / len(rows)
@@ -305,6 +355,7 @@ def kk_import_logic_rl(path: Path, split: str, out: Path) -> None:
 
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
+    _rows_out(out)
     rows = [puzzle_row(p) for p in load_logic_rl(path, split=None if split == "all" else split)]
     _write_rows(rows, out)
     console.print(f"imported {len(rows)} puzzles → {out}")
@@ -344,6 +395,7 @@ def distill(teacher_ref, api_base, api_model, api_key, engine, puzzles, count, p
         raise UserError("give either --teacher MODEL or --api-base URL --model NAME")
     if api_base and not api_model:
         raise UserError("--api-base needs --model NAME (the model's name at that endpoint)")
+    output_file(out, "traces file")
     if puzzles is not None:
         if not puzzles.exists():
             raise UserError(f"--puzzles {puzzles}: no such file")
@@ -365,7 +417,10 @@ def distill(teacher_ref, api_base, api_model, api_key, engine, puzzles, count, p
 # ---------------------------------------------------------------- training stages
 
 def _recipe(recipe_file: str, overrides: tuple[str, ...]):
-    return load_recipe(resolve_recipe_path(recipe_file), list(overrides))
+    """Load, validate and check a recipe (lowres.preflight) before any work."""
+    recipe = load_recipe(resolve_recipe_path(recipe_file), list(overrides))
+    check_recipe(recipe)
+    return recipe
 
 
 @cli.command()
@@ -423,7 +478,8 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, ou
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Questions per task (a seeded sample).")
+@click.option("--limit", "limit_text", metavar="N|TASK=N,…",
+              help="Questions per task (a seeded sample): N for every task, or per task, e.g. math=500,kk=100.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--chat-template", type=click.Choice(["model", "r1"]), default="model", show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -432,19 +488,26 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, ou
 @click.option("--table/--no-table", default=True, hidden=True, help="Print the results table (lowres run prints one "
                                                                    "for all its models instead).")
 @click.option("--out", type=click.Path(path_type=Path), help="Results folder (default runs/eval/<model>).")
-def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_new_tokens, limit, batch_size,
-                 chat_template, seed, dtype, label, table, out) -> None:
+@click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|MODULE",
+              help="A Python file or module that registers your own tasks (repeatable), as a recipe's plugins:.")
+def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_new_tokens, limit_text, batch_size,
+                 chat_template, seed, dtype, label, table, out, plugins) -> None:
     """Evaluate a model (hub id, folder, merged checkpoint, or base + --adapter) on tasks: mean accuracy
     ± std over samples, pass@k, format errors, completion length; per-sample JSONL."""
+    from lowres.tasks.plugins import load_plugins
+
+    load_plugins(list(plugins))
     from lowres.evaluate import GenerationSettings, evaluate_model
     from lowres.report import results_table
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
+    limit = _parse_limit(limit_text, names)
     settings = GenerationSettings(n_samples=n_samples, temperature=temperature, top_p=top_p,
                                   max_new_tokens=max_new_tokens, batch_size=batch_size,
                                   chat_template=chat_template, seed=seed)
     default_label = Path(model_ref).name or model_ref
     out = out or Path("runs") / "eval" / (default_label.replace(":", "-") + (f"+{adapter.name}" if adapter else ""))
+    output_folder(out, "results folder")
     label = label or default_label
     results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label,
                              dtype=dtype)
@@ -453,14 +516,37 @@ def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_n
     console.print(f"results → {out}")
 
 
+def _parse_limit(text: str | None, tasks: list[str]) -> int | dict[str, int] | None:
+    """--limit 50 → 50; --limit math=500,kk=100 → {"math": 500, "kk": 100}."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            limit: int | dict[str, int] = int(text)
+            values = [limit]
+        else:
+            limit = {k.strip(): int(v) for k, v in (part.split("=", 1) for part in text.split(",") if part.strip())}
+            values = list(limit.values())
+    except ValueError:
+        raise UserError(f"--limit {text}: expected a number, or TASK=N pairs such as math=500,kk=100") from None
+    if any(v < 1 for v in values):
+        raise UserError(f"--limit {text}: question counts must be at least 1")
+    unknown = sorted(set(limit) - set(tasks)) if isinstance(limit, dict) else []
+    if unknown:
+        raise UserError(f"--limit {text}: {unknown[0]!r} is not one of --tasks ({', '.join(tasks)})")
+    return limit
+
+
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN...")
+
 @click.option("--plot", type=click.Path(path_type=Path), default=Path("comparison.png"), show_default=True,
               help="Where to write the bar chart.")
 def compare(runs: tuple[Path, ...], plot: Path) -> None:
     """Side-by-side accuracy of `lowres eval` outputs and/or `lowres run` folders, with a PNG chart."""
     from lowres.report import collect, plot_comparison, results_table
 
+    output_file(plot, "chart")
     results = collect(list(runs))
     console.print(results_table(results))
     console.print(f"chart → {plot_comparison(results, plot)}")
@@ -472,20 +558,24 @@ def compare(runs: tuple[Path, ...], plot: Path) -> None:
 @click.argument("recipe_file", required=False, metavar="[RECIPE]")
 @set_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and the resolved recipe; load nothing.")
-def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
+@click.option("--force", "force", multiple=True, type=click.Choice(["warmup", "merge", "rlvr", "eval"]),
+              metavar="STAGE", help="Run STAGE again even if it is done, and every stage that depends on it "
+                                    "(repeatable).")
+def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, force: tuple[str, ...]) -> None:
     """Run a recipe's stages in order. With no RECIPE: the offline demo on the embedded model."""
-    from lowres.pipeline import DEFAULT_RECIPE, plan, run_recipe
+    from lowres.pipeline import DEFAULT_RECIPE, plan, rerun_set, run_recipe
 
     recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides)
+    rerun_set(recipe, force)  # an unknown --force stage fails here, before anything runs
     if dry_run:
         from lowres.estimate import describe
 
-        console.print(plan(recipe))
+        console.print(plan(recipe, force))
         for line in describe(recipe):
             console.print(line)
         click.echo(dump_recipe(recipe), nl=False)
         return
-    run_recipe(recipe)
+    run_recipe(recipe, force)
 
 
 # ---------------------------------------------------------------- bench
@@ -512,7 +602,7 @@ def bench(recipe_file, overrides, steps, stages, backend, model_config, json_pat
 
     recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides)
     if json_path is not None:
-        _check_writable(json_path)
+        output_file(json_path, "figures file")
     chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     report = b.bench(recipe, steps=steps, stages=chosen, backend=backend, model_config=model_config)
     console.print(b.report_table(report))
@@ -522,13 +612,6 @@ def bench(recipe_file, overrides, steps, stages, backend, model_config, json_pat
         json_path.write_text(json.dumps(report, indent=2))
         console.print(f"figures → {json_path}")
 
-
-def _check_writable(path: Path) -> None:
-    """Fail before the work, not after it, when an output file cannot be written."""
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise UserError(f"{path.parent}: no such folder")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from rich.progress import TextColumn
 
+from lowres.artifacts import read_jsonl, write_jsonl
 from lowres.errors import UserError
 from lowres.tasks.base import Task
 from lowres.ui import console, progress
@@ -168,13 +169,13 @@ class DistillStats:
 
 
 def _done_ids(out: Path) -> set[str]:
-    """Puzzles finished in an earlier run; rows of unfinished ones (a crash mid-write) are removed."""
+    """Puzzles finished in an earlier run; rows of unfinished ones (and a line torn by a crash
+    mid-write) are removed, atomically."""
     done_file = out.with_name(out.name + ".done")
     done = set(done_file.read_text().split()) if done_file.is_file() else set()
     if out.is_file():
-        kept_lines = [line for line in out.read_text(encoding="utf-8").splitlines()
-                      if line.strip() and json.loads(line).get("puzzle_id") in done]
-        out.write_text("".join(line + "\n" for line in kept_lines), encoding="utf-8")
+        kept = [row for row in read_jsonl(out) if row.get("puzzle_id") in done]
+        write_jsonl(out, kept)
     return done
 
 

@@ -137,3 +137,29 @@ def describe(recipe: Recipe) -> list[str]:
             line += f"; Unsloth's vLLM engine reserves {share} for rollouts, so this must fit in the rest"
         lines.append(line)
     return lines
+
+
+# Checkpoints a training stage keeps at once: transformers' save_total_limit (2) plus the one being written.
+_CHECKPOINTS_ON_DISK = 3
+_MARGIN_BYTES = 64 * 2**20
+
+
+def stage_disk_bytes(recipe: Recipe, stage: str) -> int:
+    """Roughly what `stage` writes to the run folder (0 when the model's size is unknown): each
+    checkpoint holds the fp32 LoRA weights and two Adam moments; the merge, the whole 16-bit model."""
+    config = local_config(recipe.model.name_or_path)
+    if config is None:
+        return 0
+    try:
+        if stage in ("warmup", "rlvr"):
+            lora = recipe.warmup.lora if stage == "warmup" else recipe.rlvr.lora
+            adapter = lora_parameters(config, lora) * 4
+            return adapter * 3 * _CHECKPOINTS_ON_DISK + adapter + _MARGIN_BYTES
+        if stage == "merge":
+            from lowres.hardware import detect
+
+            dense_bytes = 4 if detect(recipe.model.dtype).dtype == "fp32" else 2
+            return count_parameters(config) * dense_bytes + _MARGIN_BYTES
+    except KeyError:  # an unusual config.json: no estimate
+        return 0
+    return _MARGIN_BYTES

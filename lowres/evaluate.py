@@ -16,9 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lowres.artifacts import building_folder, disk_guard, read_json, write_json
 from lowres.prompting import ChatTemplate, render_prompt
 from lowres.tasks import Task
 from lowres.ui import console, progress
+
+TASK_DONE = "done.json"  # in a task's results folder: the fingerprint its results were made from
 
 
 @dataclass
@@ -158,8 +161,10 @@ class VLLMGenerator:
 
 
 def evaluate_task(generator, task: Task, rows: list[dict], settings: GenerationSettings,
-                  model_name: str = "model", out_dir: Path | None = None) -> EvalResult:
-    """Generate, grade, summarise; write results.json and samples.jsonl into `out_dir` if given."""
+                  model_name: str = "model", out_dir: Path | None = None,
+                  done_marker: dict | None = None) -> EvalResult:
+    """Generate, grade, summarise; write results.json and samples.jsonl (and `done_marker` as
+    done.json) into `out_dir` if given."""
     started = time.time()
     prompts = [render_prompt(generator.tokenizer, task.prompt(row), settings.chat_template) for row in rows]
     completions = generator(prompts, settings, f"eval {task.name}")
@@ -178,11 +183,12 @@ def evaluate_task(generator, task: Task, rows: list[dict], settings: GenerationS
             s.correct or (s.extracted is None and guess(by_id[s.question_id], s.sample_index)) for s in samples)
     result.seconds = round(time.time() - started, 1)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "results.json").write_text(json.dumps(asdict(result), indent=2))
-        with (out_dir / "samples.jsonl").open("w") as f:
-            for s in samples:
-                f.write(json.dumps(asdict(s)) + "\n")
+        # One task's folder appears whole or not at all: a rerun after a crash redoes only this task.
+        with disk_guard(out_dir, "eval"), building_folder(out_dir) as tmp:
+            (tmp / "samples.jsonl").write_text("".join(json.dumps(asdict(s)) + "\n" for s in samples))
+            (tmp / "results.json").write_text(json.dumps(asdict(result), indent=2))
+            if done_marker is not None:
+                (tmp / TASK_DONE).write_text(json.dumps(done_marker))
     console.print(result.summary())
     return result
 
@@ -213,12 +219,31 @@ def summarise(task_name: str, model_name: str, samples: list[Sample], n_samples:
     )
 
 
+def limit_for(limit: int | dict[str, int] | None, task: str) -> int | None:
+    """Questions of `task` to score: `limit` is one number for every task or a mapping task -> number."""
+    return limit.get(task) if isinstance(limit, dict) else limit
+
+
+def _task_fingerprint(model_ref: str, adapter: Path | None, task: str, limit: int | None,
+                      settings: GenerationSettings) -> str:
+    """What one task's results depend on: the model (and adapter) files, the task and its question
+    count, the sampling settings, the data folder and the lowres version."""
+    import os
+
+    from lowres.fingerprint import fingerprint, model_identity
+
+    return fingerprint(model_identity(model_ref), None if adapter is None else model_identity(str(adapter)),
+                       task, limit, settings, os.environ.get("LOWRES_DATA_DIR"))
+
+
 def evaluate_model(model_ref: str, task_names: list[str], settings: GenerationSettings, *, adapter: Path | None = None,
-                   limit: int | None = None, out_dir: Path | None = None, label: str | None = None,
+                   limit: int | dict[str, int] | None = None, out_dir: Path | None = None, label: str | None = None,
                    dtype: str = "auto") -> list[EvalResult]:
     """Load a model (optionally base + LoRA adapter) once and evaluate it on each task's test split.
 
-    Writes <out_dir>/<task>/{results.json,samples.jsonl} and <out_dir>/results.json (all tasks)."""
+    Writes <out_dir>/<task>/{results.json,samples.jsonl,done.json} and <out_dir>/results.json (all
+    tasks). A task whose folder holds results made from the same model, settings and data is reused,
+    so a rerun after a crash redoes only the tasks that had not finished."""
     from lowres.errors import UserError
     from lowres.hardware import detect
     from lowres.tasks import get_task
@@ -226,18 +251,38 @@ def evaluate_model(model_ref: str, task_names: list[str], settings: GenerationSe
     tasks = [get_task(name) for name in task_names]  # fail on a bad name before loading anything
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise UserError(f"{adapter}: no LoRA adapter here (adapter_config.json is missing)")
-    hw = detect(dtype)
-    generator = _generator(model_ref, adapter, hw)
     label = label or model_ref
-    results = []
+    results: dict[str, EvalResult] = {}
+    markers: dict[str, dict] = {}
     for task in tasks:
-        rows = task.load("test", limit=limit, seed=settings.seed)
-        results.append(evaluate_task(generator, task, rows, settings, label,
-                                     None if out_dir is None else Path(out_dir) / task.name))
+        markers[task.name] = {"fingerprint": _task_fingerprint(model_ref, adapter, task.name,
+                                                               limit_for(limit, task.name), settings)}
+        folder = None if out_dir is None else Path(out_dir) / task.name
+        if (folder is not None and read_json(folder / TASK_DONE) == markers[task.name]
+                and (folder / "results.json").is_file()):
+            results[task.name] = load_results(folder)[0]
+            console.print(f"eval {task.name}: done before with the same model and settings — reused ({folder})")
+    todo = [task for task in tasks if task.name not in results]
+    if todo:
+        hw = detect(dtype)
+        with eval_oom_guard(settings):
+            generator = _generator(model_ref, adapter, hw)
+            for task in todo:
+                rows = task.load("test", limit=limit_for(limit, task.name), seed=settings.seed)
+                results[task.name] = evaluate_task(generator, task, rows, settings, label,
+                                                   None if out_dir is None else Path(out_dir) / task.name,
+                                                   markers[task.name])
+    ordered = [results[task.name] for task in tasks]
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
-    return results
+        write_json(Path(out_dir) / "results.json", [asdict(r) for r in ordered])
+    return ordered
+
+
+def eval_oom_guard(settings: GenerationSettings):
+    from lowres.train.common import oom_guard
+
+    return oom_guard("eval", {"eval.batch_size": settings.batch_size, "eval.max_new_tokens": settings.max_new_tokens})
 
 
 def _generator(model_ref: str, adapter: Path | None, hw):
@@ -263,4 +308,5 @@ def load_results(path: Path) -> list[EvalResult]:
     """Results written by `evaluate_model` (a results.json, or the folder holding one)."""
     path = Path(path)
     file = path / "results.json" if path.is_dir() else path
-    return [EvalResult(**r) for r in json.loads(file.read_text())]
+    data = json.loads(file.read_text())
+    return [EvalResult(**r) for r in (data if isinstance(data, list) else [data])]

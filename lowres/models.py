@@ -8,6 +8,7 @@ and cached under $LOWRES_HOME (default ~/.cache/lowres); later loads read that f
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -110,15 +111,103 @@ def resolve_model(ref: str) -> str:
         return str(dest)
     path = Path(ref).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            if (path / "adapter_config.json").is_file():
-                raise UserError(f"{ref} is a LoRA adapter, not a model; merge it first (lowres merge) "
-                                "or pass the base model")
-            raise UserError(f"{ref} is not a model folder (no config.json in it)")
+        check_model_folder(path, ref)
         return str(path)
     if ref.startswith((".", "/", "~")) or not _HUB_ID.match(ref):
         raise UserError(f"model {ref!r}: no such folder, and not a hub id like Qwen/Qwen2.5-1.5B-Instruct")
     return ref
+
+
+# Files that end in .bin or .safetensors but hold no model weights.
+_NOT_WEIGHTS = {"training_args.bin", "optimizer.bin", "scheduler.bin", "rng_state.bin", "scaler.bin",
+                "adapter_model.bin", "adapter_model.safetensors"}
+_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors library's own limit
+
+
+def check_model_folder(path: Path, ref: str | None = None) -> None:
+    """UserError, one line naming the folder (or file) and what is missing, unless `path` looks like
+    a loadable model folder: a readable config.json and weights (*.safetensors or *.bin, or a weight
+    index with all its shards), safetensors files whole (their headers are read, not the tensors)."""
+    ref = ref or str(path)
+    if path.is_file():
+        raise UserError(f"{ref} is a file, not a model folder; give the folder that holds config.json "
+                        "and the weights")
+    config = path / "config.json"
+    adapter = (path / "adapter_config.json").is_file()
+    if not config.is_file():
+        if adapter:
+            raise UserError(f"{ref} is a LoRA adapter, not a model; merge it first (lowres merge) "
+                            "or pass the base model")
+        raise UserError(f"{ref} is not a model folder (no config.json in it)")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = f"{e.msg}, line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise UserError(f"{config}: not valid JSON ({detail}); re-download or re-save the model") from None
+    if not isinstance(parsed, dict):
+        raise UserError(f"{config}: expected a JSON object, not a model config")
+    for index_name in _WEIGHT_INDEXES:
+        if (path / index_name).is_file():
+            shards = _index_shards(path / index_name)
+            missing = [shard for shard in shards if not (path / shard).is_file()]
+            if missing:
+                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+                raise UserError(f"{ref}: missing weight shard(s) {', '.join(missing[:3])}{more} (listed in "
+                                f"{index_name}); the download or save did not finish")
+            for shard in shards:
+                if shard.endswith(".safetensors"):
+                    _check_safetensors(path / shard)
+            return
+    weights = sorted(p for p in path.iterdir()
+                     if p.suffix in (".safetensors", ".bin") and p.name not in _NOT_WEIGHTS and p.is_file())
+    if not weights:
+        if adapter:
+            raise UserError(f"{ref} is a LoRA adapter, not a model; merge it first (lowres merge) "
+                            "or pass the base model")
+        raise UserError(f"{ref}: no model weights (*.safetensors or *.bin); is this a model folder?")
+    for file in weights:
+        if file.suffix == ".safetensors":
+            _check_safetensors(file)
+        elif file.stat().st_size == 0:
+            raise UserError(f"{file}: an empty weights file; re-download or re-save the model")
+
+
+def _index_shards(index: Path) -> list[str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted({str(shard) for shard in weight_map.values()})
+    except (ValueError, OSError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{index}: not a weight index (a JSON object with a weight_map); "
+                        "re-download or re-save the model") from None
+    if not shards:
+        raise UserError(f"{index}: its weight_map lists no files; re-download or re-save the model")
+    return shards
+
+
+def _check_safetensors(file: Path) -> None:
+    """UserError if `file` is cut short or its header is not a safetensors header (reads only the header)."""
+
+    def bad(detail: str) -> UserError:
+        return UserError(f"{file}: truncated or corrupt safetensors file ({detail}); re-download or re-save "
+                         "the model")
+
+    size = file.stat().st_size
+    with file.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, shorter than the 8-byte header length")
+        length = int.from_bytes(head, "little")
+        if length > min(size - 8, _MAX_SAFETENSORS_HEADER):
+            raise bad(f"a header of {length:,} bytes in a file of {size:,}")
+        try:
+            header = json.loads(f.read(length))
+            ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+            end = max((int(e) for e in ends), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise bad("the header is not a safetensors header") from None
+    if 8 + length + end > size:
+        raise bad(f"{size:,} bytes, the header describes {8 + length + end:,}")
 
 
 def describe_model(ref: str) -> str:
@@ -127,18 +216,36 @@ def describe_model(ref: str) -> str:
     return ref
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _load_error(ref: str, error: Exception, local: bool) -> UserError:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+    hint = "" if local else " (offline? download it first, or use a local folder)"
+    return UserError(f"cannot load model {ref!r}: {first}{hint}")
+
+
 def load_model_and_tokenizer(ref: str, dtype=None, device: str = "cpu"):
     """Load a causal LM and its tokenizer (no LoRA, no quantization) for inference or merging."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location = resolve_model(ref)
+    local = Path(location).is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as e:
+        if local and not any((Path(location) / name).is_file() for name in _TOKENIZER_FILES):
+            raise UserError(f"{ref}: no tokenizer (tokenizer.json or tokenizer_config.json); save the "
+                            "tokenizer into the model folder") from None
+        raise _load_error(ref, e, local) from None
+    try:
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype or "auto")
     except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise UserError(f"cannot load model {ref!r}: {first} "
-                        "(offline? download it first, or use a local folder)") from None
+        raise _load_error(ref, e, local) from None
+    except Exception as e:  # a damaged local folder: safetensors' SafetensorError, an unknown model_type
+        if not local or not (type(e).__name__ == "SafetensorError" or isinstance(e, ValueError)):
+            raise
+        raise _load_error(ref, e, local) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)

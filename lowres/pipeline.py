@@ -3,82 +3,53 @@
 Each stage runs in its own child process — the same `lowres warmup/merge/rlvr/eval` a user can call
 by hand — so GPU memory, vLLM engines and Unsloth's class patches end with the stage (lowres.launch).
 A stage that finished with the same inputs and settings is skipped (its folder holds a `done.json`
-with a fingerprint of what it was made from); a stage that was interrupted resumes from its last
-checkpoint. Evaluation scores every model the run has — the base, the merged warmup model and the
-RLVR model — on the same questions.
+with a fingerprint of what it was made from, lowres.fingerprint); a stage that was interrupted resumes
+from its last checkpoint, and only from one made under the same fingerprint (lowres.train.resume);
+`--force STAGE` runs a stage and everything downstream of it again. Evaluation scores every model the
+run has — the base, the merged warmup model and the RLVR model — on the same questions.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib.util
-import json
+import shutil
 import time
 from pathlib import Path
 
 from rich.table import Table
 
+from lowres import artifacts
+from lowres.artifacts import read_json, require_free_space, write_json
+from lowres.errors import UserError
+from lowres.estimate import stage_disk_bytes
 from lowres.evaluate import EvalResult, load_results
+from lowres.fingerprint import eval_fingerprint, hub_revision, stage_fingerprints
 from lowres.launch import run_stage
 from lowres.models import describe_model
 from lowres.recipe import DEFAULT_RECIPE, Recipe, dump_recipe
 from lowres.report import plot_comparison, plot_training_curve, results_markdown, results_table
+from lowres.train.resume import set_aside_checkpoints
 from lowres.ui import console
 
 __all__ = ["DEFAULT_RECIPE", "plan", "run_recipe"]
 
 
-def _fingerprint(*parts) -> str:
-    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+DONE = "done.json"
 
 
-def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
-    """What each stage's output depends on; a change anywhere upstream changes it."""
-    base = _fingerprint(recipe.model, recipe.seed)
-    warmup = _fingerprint(base, recipe.data.warmup, recipe.warmup)
-    merge = _fingerprint(warmup, recipe.merge)
-    rlvr_start = merge if recipe.rlvr.start_from == "warmup" else base
-    rlvr = _fingerprint(rlvr_start, recipe.data.target, recipe.rlvr)
-    return {"base": base, "warmup": warmup, "merge": merge, "rlvr": rlvr}
+def _done_record(folder: Path) -> dict | None:
+    record = read_json(folder / DONE)
+    return record if isinstance(record, dict) else None
 
 
 def _is_done(folder: Path, fingerprint: str) -> bool:
-    marker = folder / "done.json"
-    try:
-        return json.loads(marker.read_text()).get("fingerprint") == fingerprint
-    except (OSError, ValueError):
-        return False
+    record = _done_record(folder)
+    return record is not None and record.get("fingerprint") == fingerprint
 
 
-def _mark_done(folder: Path, fingerprint: str, seconds: float) -> None:
-    (folder / "done.json").write_text(json.dumps({"fingerprint": fingerprint, "seconds": round(seconds, 1)}))
-
-
-def plan(recipe: Recipe) -> Table:
-    """What `run` would do, without loading anything."""
-    table = Table(title=f"plan: {recipe.name} ({recipe.source})", title_justify="left")
-    for column in ("stage", "what", "output"):
-        table.add_column(column)
-    target = recipe.data.target
-    fingerprints = stage_fingerprints(recipe)
-    what = {
-        "warmup": f"LoRA SFT on {recipe.data.warmup.source} traces "
-                  f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base)",
-        "merge": "merge the warmup adapter into the 16-bit base",
-        "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model",
-        "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples"
-                + (f", {recipe.eval.limit} questions" if recipe.eval.limit else "")
-                + f"; models: {', '.join(_eval_labels(recipe))}",
-    }
-    for stage in recipe.stages:
-        folder = recipe.run_dir / stage
-        cached = stage in fingerprints and _is_done(folder, fingerprints[stage])
-        table.add_row(stage, what[stage] + (" [green](done, will skip)[/green]" if cached else ""), str(folder))
-    table.caption = f"model: {describe_model(recipe.model.name_or_path)}"
-    return table
+def _mark_done(folder: Path, fingerprint: str, seconds: float, model_revision: str | None) -> None:
+    write_json(folder / DONE, {"fingerprint": fingerprint, "seconds": round(seconds, 1),
+                               "model_revision": model_revision})
 
 
 def _eval_labels(recipe: Recipe) -> list[str]:
@@ -90,15 +61,99 @@ def _eval_labels(recipe: Recipe) -> list[str]:
     return labels
 
 
-def run_recipe(recipe: Recipe) -> dict[str, list[EvalResult]]:
+# Which stage made each evaluated model.
+EVAL_MADE_BY = {"base": "base", "warmup": "merge", "rlvr": "rlvr"}
+
+
+def rerun_set(recipe: Recipe, force: tuple[str, ...] | list[str]) -> set[str]:
+    """The stages `--force` reruns: those named and everything downstream of them. Evaluations are
+    named `eval:<label>` (`--force eval` reruns every model's evaluation)."""
+    for stage in force:
+        if stage not in recipe.stages:
+            raise UserError(f"--force {stage}: not one of this recipe's stages ({', '.join(recipe.stages)})")
+    rerun = set(force)
+    if "warmup" in rerun and "merge" in recipe.stages:
+        rerun.add("merge")
+    if ("merge" in rerun and recipe.rlvr.start_from == "warmup" and "rlvr" in recipe.stages):
+        rerun.add("rlvr")
+    for label in _eval_labels(recipe):
+        if "eval" in rerun or EVAL_MADE_BY[label] in rerun:
+            rerun.add(f"eval:{label}")
+    return rerun
+
+
+def _revision_changed(recipe: Recipe, stages: list[str]) -> list[str]:
+    """Stages done with a hub model whose cached revision has moved since (a newer download)."""
+    now = hub_revision(recipe.model.name_or_path)
+    if now is None:
+        return []
+    return [s for s in stages if (_done_record(recipe.run_dir / s) or {}).get("model_revision") not in (None, now)]
+
+
+def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
+    """What `run` would do, without loading anything."""
+    table = Table(title=f"plan: {recipe.name} ({recipe.source})", title_justify="left")
+    for column in ("stage", "what", "output"):
+        table.add_column(column)
+    target = recipe.data.target
+    fingerprints = stage_fingerprints(recipe)
+    rerun = rerun_set(recipe, force)
+    limit = recipe.eval.limit
+    limit_text = (f", {limit} questions" if isinstance(limit, int)
+                  else ", questions " + ", ".join(f"{t}: {n}" for t, n in limit.items()) if limit else "")
+    what = {
+        "warmup": f"LoRA SFT on {recipe.data.warmup.source} traces "
+                  f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base)",
+        "merge": "merge the warmup adapter into the 16-bit base",
+        "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model",
+        "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples{limit_text}"
+                + f"; models: {', '.join(_eval_labels(recipe))}",
+    }
+    for stage in recipe.stages:
+        folder = recipe.run_dir / stage
+        note = ""
+        if stage in rerun:
+            note = " [yellow](--force: runs again)[/yellow]"
+        elif stage in fingerprints and _is_done(folder, fingerprints[stage]):
+            note = " [green](done, will skip)[/green]"
+        table.add_row(stage, what[stage] + note, str(folder))
+    table.caption = f"model: {describe_model(recipe.model.name_or_path)}"
+    return table
+
+
+def _start_over(recipe: Recipe, name: str, why: str) -> None:
+    """Make a stage (or one model's eval, `eval:<label>`) run again from scratch."""
+    if name.startswith("eval:"):
+        folder = recipe.run_dir / "eval" / name.split(":", 1)[1]
+        if folder.exists():
+            shutil.rmtree(folder)
+        return
+    folder = recipe.run_dir / name
+    (folder / DONE).unlink(missing_ok=True)
+    if name in ("warmup", "rlvr"):
+        set_aside_checkpoints(folder, name, why)
+
+
+def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[str, list[EvalResult]]:
     """Run the recipe's stages in order, each in its own child process (see lowres.launch); returns
-    eval results by model label (base, warmup, rlvr). Fingerprints and done markers stay here."""
+    eval results by model label (base, warmup, rlvr). Fingerprints and done markers stay here.
+
+    force: stages to run again even when done (and everything downstream of them)."""
     started = time.time()
-    console.print(plan(recipe))
+    console.print(plan(recipe, force))
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    rerun = rerun_set(recipe, force)
+    moved = _revision_changed(recipe, [s for s in ("warmup", "merge", "rlvr") if s in recipe.stages])
+    if moved:
+        console.print(f"[yellow]{recipe.model.name_or_path} has a newer download than the one {moved[0]} used: "
+                      "running it again[/yellow]")
+        rerun |= rerun_set(recipe, moved[:1])
+    for name in sorted(rerun):
+        _start_over(recipe, name, "are set aside (--force)" if name in force else "are set aside: an earlier "
+                    "stage runs again")
     # The children read the resolved recipe from here, so they run exactly what the plan showed.
     resolved = (recipe.run_dir / "recipe.yaml").resolve()
-    resolved.write_text(dump_recipe(recipe))
+    artifacts.write_text(resolved, dump_recipe(recipe))
     fingerprints = stage_fingerprints(recipe)
     run_dir = recipe.run_dir.resolve()
     merged = run_dir / "merge"
@@ -109,9 +164,10 @@ def run_recipe(recipe: Recipe) -> dict[str, list[EvalResult]]:
             console.print(f"[green]{name}: done before with the same inputs — skipped[/green] ({folder})")
             return
         console.rule(name)
+        require_free_space(recipe.run_dir, stage_disk_bytes(recipe, name), f"the {name} stage")
         t0 = time.time()
         run_stage(name, args)
-        _mark_done(folder, fingerprints[name], time.time() - t0)
+        _mark_done(folder, fingerprints[name], time.time() - t0, hub_revision(recipe.model.name_or_path))
 
     if "warmup" in recipe.stages:
         stage("warmup", ["warmup", str(resolved), "--out", str(run_dir / "warmup")])
@@ -144,10 +200,14 @@ def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: st
             "--batch-size", str(e.batch_size), "--chat-template", recipe.model.chat_template,
             "--seed", str(recipe.seed), "--dtype", recipe.model.dtype, "--label", label, "--out", str(out_dir),
             "--no-table"]
-    if e.limit:
+    if isinstance(e.limit, dict):
+        args += ["--limit", ",".join(f"{task}={n}" for task, n in e.limit.items())]
+    elif e.limit:
         args += ["--limit", str(e.limit)]
     if adapter is not None:
         args += ["--adapter", str(adapter)]
+    for plugin in recipe.plugins:  # the child has no recipe: it imports the user's tasks from these
+        args += ["--plugin", plugin]
     return args
 
 
@@ -155,14 +215,13 @@ def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, l
     """Evaluate one of the run's models on every eval task, in a child process; skipped when done with
     the same inputs."""
     out_root = recipe.run_dir / "eval" / label
-    made_by = {"base": "base", "warmup": "merge", "rlvr": "rlvr"}[label]
-    fingerprint = _fingerprint(stage_fingerprints(recipe)[made_by], recipe.eval)
+    fingerprint = eval_fingerprint(recipe, EVAL_MADE_BY[label])
     if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
         console.print(f"[green]eval {label}: done before with the same inputs — skipped[/green]")
         return load_results(out_root)
     t0 = time.time()
     run_stage(f"eval {label}", eval_command(recipe, model_ref, adapter, label, out_root.resolve()))
-    _mark_done(out_root, fingerprint, time.time() - t0)
+    _mark_done(out_root, fingerprint, time.time() - t0, hub_revision(recipe.model.name_or_path))
     return load_results(out_root)
 
 
@@ -183,6 +242,6 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
                                                      ("reward", "frac_reward_zero_std")):
             lines.append("## RLVR\n\n![reward over steps](rlvr_reward.png)\n")
     report = run_dir / "report.md"
-    report.write_text("\n".join(lines))
+    artifacts.write_text(report, "\n".join(lines))
     console.print(f"report: {report}")
     return report

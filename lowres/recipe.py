@@ -29,7 +29,21 @@ REQUIRED = object()  # sentinel default: the key must be given in the recipe
 
 
 class RecipeError(UserError):
-    """A recipe that cannot be used; the message says where and what to fix."""
+    """A recipe that cannot be used; the message says where and what to fix.
+
+    `where` is the key path at fault (e.g. rlvr.learning_rate) and `detail` the problem, so an error
+    in a value that came from `--set` can blame the `--set` instead of the file."""
+
+    def __init__(self, message: str, where: str | None = None, detail: str | None = None,
+                 related: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.where, self.detail, self.related = where, detail, related
+
+
+def _fail(source: str, where: str, detail: str, related: tuple[str, ...] = ()) -> RecipeError:
+    """The error for key `where`; `related`: other keys the problem involves (a `--set` of any of
+    them is blamed)."""
+    return RecipeError(f"{source}: {where}: {detail}", where, detail, related)
 
 
 def _f(default: Any = REQUIRED, *, help: str = "", min: float | None = None, max: float | None = None,
@@ -76,7 +90,8 @@ class LoraSection:
 class WarmupDataSection:
     """Where the warmup traces come from."""
 
-    source: str = _f("kk-solver", help="kk-solver (offline, solver-written traces), or a JSONL path")
+    source: str = _f("kk-solver", help="kk-solver (offline, solver-written traces), or a .jsonl/.parquet file "
+                     "of prompt+completion rows")
     n_puzzles: int = _f(1000, min=1, help="puzzles to generate for kk-solver")
     people: list[int] = _f([3, 4, 5, 6, 7], help="puzzle sizes (2-8 people)")
     seed: int = _f(0)
@@ -174,8 +189,14 @@ class EvalSection:
     temperature: float = _f(0.7, min=0.0)
     top_p: float = _f(0.95, min=0.0, max=1.0, min_exclusive=True)
     max_new_tokens: int = _f(1024, min=1)
-    limit: int | None = _f(None, min=1, help="questions per task; None: the whole test split")
+    limit: int | dict[str, int] | None = _f(
+        None, min=1, help="questions per task: a number for every task, or a mapping task: number "
+        "(tasks not named get the whole test split); None: the whole test split")
     batch_size: int = _f(8, min=1)
+
+    def limit_for(self, task: str) -> int | None:
+        """Questions of `task` to score (None: all of its test split)."""
+        return self.limit.get(task) if isinstance(self.limit, dict) else self.limit
 
 
 @dataclass
@@ -194,6 +215,8 @@ class Recipe:
     description: str = _f("", help="one line shown by `lowres recipes list`")
     stages: list[Literal["warmup", "merge", "rlvr", "eval"]] = _f(list(STAGES))
     seed: int = _f(0)
+    plugins: list[str] = _f([], help="Python files or module names that register your own tasks "
+                            "(imported before anything else; paths are relative to the working folder)")
     model: ModelSection = _section(ModelSection)
     data: DataSection = _section(DataSection)
     warmup: WarmupSection = _section(WarmupSection)
@@ -226,6 +249,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"a list (each {_type_name(typing.get_args(tp)[0])})"
+    if origin is dict:
+        return f"a mapping (each value {_type_name(typing.get_args(tp)[1])})"
     if dataclasses.is_dataclass(tp):
         return "a mapping (section)"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
@@ -266,8 +291,18 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
             try:
                 out.append(_coerce(item, item_tp, f"{where}[{i}]", source))
             except _Mismatch:
-                raise RecipeError(f"{source}: {where}[{i}]: expected {_type_name(item_tp)}, "
-                                  f"got {item!r}") from None
+                raise _fail(source, f"{where}[{i}]", f"expected {_type_name(item_tp)}, got {item!r}") from None
+        return out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        _, value_tp = typing.get_args(tp)
+        out = {}
+        for key, item in value.items():
+            try:
+                out[str(key)] = _coerce(item, value_tp, f"{where}.{key}", source)
+            except _Mismatch:
+                raise _fail(source, f"{where}.{key}", f"expected {_type_name(value_tp)}, got {item!r}") from None
         return out
     if tp is bool:
         if isinstance(value, bool):
@@ -295,14 +330,18 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
 
 
 def _check_range(value: Any, meta: dict, where: str, source: str) -> None:
+    if isinstance(value, dict):  # a mapping's values share the field's range
+        for key, item in value.items():
+            _check_range(item, meta, f"{where}.{key}", source)
+        return
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
         bound = f"> {lo}" if meta.get("min_exclusive") else f">= {lo}"
-        raise RecipeError(f"{source}: {where}: must be {bound}, got {value}")
+        raise _fail(source, where, f"must be {bound}, got {value}")
     if hi is not None and value > hi:
-        raise RecipeError(f"{source}: {where}: must be <= {hi}, got {value}")
+        raise _fail(source, where, f"must be <= {hi}, got {value}")
 
 
 def _build(cls: type, raw: dict, prefix: str, source: str):
@@ -313,7 +352,7 @@ def _build(cls: type, raw: dict, prefix: str, source: str):
             where = f"{prefix}.{key}" if prefix else str(key)
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
-            raise RecipeError(f"{source}: {where}: unknown key{hint}")
+            raise _fail(source, where, f"unknown key{hint}")
     kwargs = {}
     for name, f in fields.items():
         where = f"{prefix}.{name}" if prefix else name
@@ -323,13 +362,12 @@ def _build(cls: type, raw: dict, prefix: str, source: str):
                 continue
             if f.metadata.get("required"):
                 expected = f.metadata.get("help") or _type_name(hints[name])
-                raise RecipeError(f"{source}: {where}: missing required key ({expected})")
+                raise _fail(source, where, f"missing required key ({expected})")
             continue
         try:
             value = _coerce(raw[name], hints[name], where, source)
         except _Mismatch:
-            raise RecipeError(f"{source}: {where}: expected {_type_name(hints[name])}, "
-                              f"got {raw[name]!r}") from None
+            raise _fail(source, where, f"expected {_type_name(hints[name])}, got {raw[name]!r}") from None
         _check_range(value, f.metadata, where, source)
         kwargs[name] = value
     return cls(**kwargs)
@@ -352,7 +390,14 @@ def _check_consistency(recipe: Recipe) -> None:
         check_rlvr_settings(recipe)
     bad = [p for p in recipe.data.warmup.people if not 2 <= p <= 8]
     if bad:
-        raise RecipeError(f"{src}: data.warmup.people: puzzle sizes must be 2-8, got {bad}")
+        raise _fail(src, "data.warmup.people", f"puzzle sizes must be 2-8, got {bad}")
+    if not recipe.name.strip(" .") or "/" in recipe.name or "\\" in recipe.name:
+        raise _fail(src, "name", f"give the run a folder name (no slashes), got {recipe.name!r}")
+    if isinstance(recipe.eval.limit, dict):
+        for task in recipe.eval.limit:
+            if task not in recipe.eval.tasks:
+                raise _fail(src, f"eval.limit.{task}",
+                            f"{task!r} is not one of eval.tasks ({', '.join(recipe.eval.tasks)})")
 
 
 def check_rlvr_settings(recipe: Recipe) -> None:
@@ -360,13 +405,16 @@ def check_rlvr_settings(recipe: Recipe) -> None:
     src = recipe.source
     bs = recipe.rlvr.per_device_train_batch_size * recipe.rlvr.gradient_accumulation_steps
     if bs % recipe.rlvr.num_generations:
-        raise RecipeError(f"{src}: rlvr.per_device_train_batch_size: batch size × gradient_accumulation_steps "
-                          f"({bs}) must be a multiple of rlvr.num_generations "
-                          f"({recipe.rlvr.num_generations})")
+        raise _fail(src, "rlvr.per_device_train_batch_size",
+                    f"batch size × gradient_accumulation_steps ({bs}) must be a multiple of "
+                    f"rlvr.num_generations ({recipe.rlvr.num_generations})",
+                    ("rlvr.gradient_accumulation_steps", "rlvr.num_generations"))
     if recipe.rlvr.max_prompt_length + recipe.rlvr.max_completion_length > recipe.model.max_seq_length:
-        raise RecipeError(f"{src}: rlvr.max_completion_length: max_prompt_length + max_completion_length "
-                          f"({recipe.rlvr.max_prompt_length} + {recipe.rlvr.max_completion_length}) "
-                          f"exceeds model.max_seq_length ({recipe.model.max_seq_length})")
+        raise _fail(src, "rlvr.max_completion_length",
+                    f"max_prompt_length + max_completion_length ({recipe.rlvr.max_prompt_length} + "
+                    f"{recipe.rlvr.max_completion_length}) exceeds model.max_seq_length "
+                    f"({recipe.model.max_seq_length})", ("rlvr.max_prompt_length", "model.max_seq_length"))
+
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -403,10 +451,40 @@ def recipe_from_dict(raw: Any, source: str = "<dict>", overrides: list[str] = ()
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
     raw = apply_overrides(raw, list(overrides))
-    recipe = _build(Recipe, raw, "", source)
-    recipe.source = source
-    _check_consistency(recipe)
+    try:
+        recipe = _build(Recipe, raw, "", source)
+        recipe.source = source
+        _load_recipe_plugins(recipe)
+        _check_consistency(recipe)
+    except RecipeError as e:
+        blamed = next(filter(None, (_blamed_override(w, overrides) for w in (e.where, *e.related))), None)
+        if blamed is None:
+            raise
+        raise RecipeError(f"--set {blamed}: {e.detail}", e.where, e.detail) from None
     return recipe
+
+
+def _load_recipe_plugins(recipe: Recipe) -> None:
+    """Import the user's own tasks (plugins: [my_tasks.py]) before anything names them; every process that
+    loads the recipe (the conductor and each stage's child) imports them."""
+    from lowres.tasks.plugins import load_plugins
+
+    try:
+        load_plugins(recipe.plugins)
+    except UserError as e:
+        detail = str(e).removeprefix("plugins: ")
+        raise RecipeError(f"{recipe.source}: plugins: {detail}", "plugins", detail) from None
+
+
+def _blamed_override(where: str | None, overrides) -> str | None:
+    """The last `--set` that wrote the key path `where` (or a key inside it), if any."""
+    if where is None:
+        return None
+    for text in reversed(list(overrides)):
+        path = ".".join(parse_override(text)[0])
+        if where == path or where.startswith((path + ".", path + "[")) or path.startswith(where + "."):
+            return text
+    return None
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.table import Table
 
+from lowres.artifacts import read_jsonl
 from lowres.errors import UserError
 from lowres.evaluate import EvalResult, load_results
 
@@ -107,7 +107,7 @@ def plot_training_curve(metrics_jsonl: Path, png: Path, keys: tuple[str, ...] = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    records = read_jsonl(metrics_jsonl)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     plotted = False
     for key in keys:

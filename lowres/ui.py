@@ -38,7 +38,10 @@ def progress(*extra_columns, transient: bool = False) -> Progress:
 
 def error(message: str) -> None:
     """One line, to stderr: what went wrong and what to fix."""
-    err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    # Escaped: a message quoting the user's input ("eval.tasks=[kk]") must print as written.
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
 def quiet_libraries() -> None:

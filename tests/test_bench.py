@@ -48,8 +48,8 @@ def test_an_unknown_stage_is_one_line_and_exit_2():
 def test_out_of_memory_is_exit_code_3_with_the_settings_to_lower():
     from lowres.train.common import oom_guard
 
-    with pytest.raises(OutOfMemory, match="rlvr: out of GPU memory; lower rlvr.num_generations") as caught:
-        with oom_guard("rlvr", "rlvr.num_generations"):
+    with pytest.raises(OutOfMemory, match=r"rlvr: out of GPU memory; lower rlvr.num_generations \(8\)") as caught:
+        with oom_guard("rlvr", {"rlvr.num_generations": 8}):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert caught.value.exit_code == 3
 

@@ -60,7 +60,7 @@ def test_validate_good_and_bad(runner, tmp_path):
     assert f"{bad}: rlvr.lerning_rate: unknown key; did you mean 'learning_rate'?" in result.output
     assert "Traceback" not in result.output
     overridden = runner.invoke(cli, ["validate", "demo", "--set", "rlvr.temperature=-1"])
-    assert overridden.exit_code == 2 and "rlvr.temperature: must be > 0.0" in overridden.output
+    assert overridden.exit_code == 2 and "--set rlvr.temperature=-1: must be > 0.0" in overridden.output
 
 
 def test_unknown_recipe_is_exit_2(runner):
@@ -83,3 +83,23 @@ def test_console_script_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "YAML syntax error" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("width", [200, 100, 80, 60, 40])
+def test_recipes_list_never_wraps_a_name(runner, monkeypatch, width):
+    """Each bundled recipe's name is whole on one line, the first cell of its row, at any terminal
+    width: it is what you copy into `lowres run NAME`."""
+    import re
+
+    from lowres.recipe import bundled_recipes
+    from lowres.ui import console
+
+    monkeypatch.setattr(console, "_width", width)  # both set: a dumb terminal would otherwise say 80
+    monkeypatch.setattr(console, "_height", 25)
+    result = runner.invoke(cli, ["recipes", "list"], env={"COLUMNS": str(width)})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    first_cells = {m.group(1) for line in lines if (m := re.match(r"^[│┃|]?\s*(\S+)\s*(?:[│┃|]|$)", line))}
+    for name in bundled_recipes():
+        assert name in first_cells, f"{name} is not whole on one line at width {width}:\n{result.output}"

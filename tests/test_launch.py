@@ -1,6 +1,7 @@
 """A process per stage (lowres.launch): exit codes become one-line errors, tracebacks stay visible,
 Ctrl-C reaches the child once and stops it, and `lowres run` shows a child's bad input as one line."""
 
+import json
 import os
 import signal
 import subprocess
@@ -86,7 +87,7 @@ time.sleep(60)
 def test_cli_says_how_to_resume_after_an_interrupted_stage(monkeypatch):
     from lowres import pipeline
 
-    def interrupted(recipe):
+    def interrupted(recipe, force=()):
         raise StageFailed("warmup", INTERRUPTED, None)
 
     monkeypatch.setattr(pipeline, "run_recipe", interrupted)
@@ -97,19 +98,22 @@ def test_cli_says_how_to_resume_after_an_interrupted_stage(monkeypatch):
 
 @pytest.mark.slow
 def test_lowres_run_shows_a_childs_bad_input_as_one_line(tmp_path):
-    """End to end through real child processes: the warmup child finds the missing trace file."""
+    """End to end through real child processes: only the warmup child, once it has the tokenizer, can
+    tell that every trace is longer than max_seq_length; the conductor's checks pass."""
+    traces = tmp_path / "long.jsonl"
+    traces.write_text(json.dumps({"prompt": "Who is a knight?", "completion": "think " * 200}) + "\n")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"""name: broken
-model: {{name_or_path: embedded:smollm2-135m}}
+model: {{name_or_path: embedded:smollm2-135m, max_seq_length: 64}}
 stages: [warmup, merge]
-data: {{warmup: {{source: {tmp_path / 'missing.jsonl'}}}}}
+data: {{warmup: {{source: {traces}}}}}
 output: {{dir: {tmp_path / 'runs'}}}
 """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "lowres", "run", str(recipe)], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.jsonl'}: no such warmup data file "
-                                                "(expected JSONL with prompt and completion)"]
+    assert done.stderr.strip().splitlines() == ["error: all 1 warmup examples are longer than model.max_seq_length "
+                                                "(64); raise it or use shorter traces"]
     assert "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "runs" / "broken" / "warmup" / "done.json").exists()

@@ -1,6 +1,7 @@
 """`lowres run`: dry runs of every bundled recipe, and the demo end to end at tiny sizes, then cached."""
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -48,16 +49,76 @@ def test_demo_runs_end_to_end_then_skips_finished_stages(tmp_path, monkeypatch):
     assert "| kk_easy |" in report and (run / "comparison.png").stat().st_size > 1000
     assert (run / "rlvr_reward.png").is_file()
 
-    stamps = {p: p.stat().st_mtime for p in run.rglob("done.json")}
-    assert len(stamps) == 6  # warmup, merge, rlvr, and eval of base, warmup, rlvr
+    def done_markers():
+        """Stage-level done markers: warmup, merge, rlvr, and the eval of base, warmup, rlvr."""
+        return {p: p.stat().st_mtime for p in [*run.glob("*/done.json"), *run.glob("eval/*/done.json")]}
+
+    stamps = done_markers()
+    assert len(stamps) == 6
     again = run_recipe(load_recipe(bundled_recipes()["demo"], overrides))
-    assert {p: p.stat().st_mtime for p in run.rglob("done.json")} == stamps  # nothing was redone
+    assert done_markers() == stamps  # nothing was redone
     assert again["rlvr"][0].accuracy_mean == results["rlvr"][0].accuracy_mean
 
     # A changed RLVR setting reruns RLVR and its eval, and nothing upstream.
     changed = run_recipe(load_recipe(bundled_recipes()["demo"], [*overrides, "rlvr.learning_rate=1e-5"]))
-    after = {p: p.stat().st_mtime for p in run.rglob("done.json")}
+    after = done_markers()
     redone = {p.parent.name if p.parent.parent.name != "eval" else "eval/" + p.parent.name
               for p in after if after[p] != stamps[p]}
     assert redone == {"rlvr", "eval/rlvr"}
     assert "rlvr" in changed
+
+
+def test_force_reruns_a_stage_and_what_depends_on_it():
+    from lowres.pipeline import rerun_set
+
+    demo = load_recipe(bundled_recipes()["demo"])
+    assert rerun_set(demo, ["warmup"]) == {"warmup", "merge", "rlvr", "eval:warmup", "eval:rlvr"}
+    assert rerun_set(demo, ["rlvr"]) == {"rlvr", "eval:rlvr"}
+    assert rerun_set(demo, ["eval"]) == {"eval", "eval:base", "eval:warmup", "eval:rlvr"}
+    baseline = load_recipe(bundled_recipes()["demo-no-warmup"])
+    assert rerun_set(baseline, ["rlvr"]) == {"rlvr", "eval:rlvr"}
+
+
+def test_force_shows_in_the_plan(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "demo", "--dry-run", "--force", "merge", "--set",
+                                      f"output.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    plan = " ".join(re.sub("[│┃]", " ", result.output.split("name: demo")[0]).split())  # cells unwrapped
+    assert plan.count("(--force: runs again)") == 2  # merge, and rlvr which starts from the merged model
+    assert "model (--force: runs again)" in plan and "base (--force: runs again)" in plan
+
+
+def test_fingerprints_follow_file_contents_not_paths(tmp_path, monkeypatch):
+    from lowres.fingerprint import stage_fingerprints
+
+    monkeypatch.setenv("LOWRES_HOME", str(tmp_path / "home"))
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text('{"prompt": "q", "completion": "a"}\n')
+    recipe = load_recipe(bundled_recipes()["demo"], [f"data.warmup.source={traces}"])
+    before = stage_fingerprints(recipe)
+    traces.write_text('{"prompt": "q", "completion": "a better trace"}\n')  # regenerated, same path
+    after = stage_fingerprints(recipe)
+    assert after["warmup"] != before["warmup"] and after["rlvr"] != before["rlvr"]
+    assert after["base"] == before["base"]
+    # Only contents count: the same bytes written again (a new mtime) give the same fingerprint.
+    traces.write_text('{"prompt": "q", "completion": "a better trace"}\n')
+    assert stage_fingerprints(recipe) == after
+
+
+def test_fingerprints_follow_the_model_folder_and_the_lowres_version(tmp_path, monkeypatch):
+    import os
+
+    import lowres.fingerprint as fp
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"0" * 16)
+    recipe = load_recipe(bundled_recipes()["demo"], [f"model.name_or_path={model}"])
+    before = fp.stage_fingerprints(recipe)
+    (model / "model.safetensors").write_bytes(b"1" * 32)  # new weights
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    changed = fp.stage_fingerprints(recipe)
+    assert changed["base"] != before["base"] and changed["warmup"] != before["warmup"]
+    monkeypatch.setattr(fp, "__version__", "99.0")
+    assert fp.stage_fingerprints(recipe)["warmup"] != changed["warmup"]

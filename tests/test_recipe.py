@@ -53,7 +53,7 @@ def test_overrides_are_applied_and_validated(tmp_path):
     assert recipe.eval.tasks == ["kk", "gsm8k"]
     assert recipe.warmup.lora.r == 8
     assert recipe.rlvr.epsilon_high == pytest.approx(0.28)
-    with pytest.raises(RecipeError, match=r"rlvr\.lerning_rate: unknown key; did you mean 'learning_rate'"):
+    with pytest.raises(RecipeError, match=r"^--set rlvr\.lerning_rate=1e-6: unknown key; did you mean 'learning_rate'"):
         load_recipe(path, ["rlvr.lerning_rate=1e-6"])
     with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
         load_recipe(path, ["rlvr.learning_rate"])
@@ -150,3 +150,37 @@ def test_resolve_recipe_by_name_suggests_close_names():
     assert resolve_recipe_path("demo").name == "demo.yaml"
     with pytest.raises(RecipeError, match="did you mean 'demo'"):
         resolve_recipe_path("dmeo")
+
+
+def test_a_bad_set_value_blames_the_set_not_the_file(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path, ["rlvr.learning_rate=fast"])
+    assert str(caught.value) == "--set rlvr.learning_rate=fast: expected a number, got 'fast'"
+    # A consistency rule broken by a --set names the --set too.
+    with pytest.raises(RecipeError, match=r"^--set rlvr.num_generations=3: batch size"):
+        load_recipe(path, ["rlvr.num_generations=3"])
+    # A problem in the file itself still names the file.
+    bad = write(tmp_path, MINIMAL.replace("name: t", "name: t\nseed: x"))
+    with pytest.raises(RecipeError, match=r"r.yaml: seed: expected an integer"):
+        load_recipe(bad, ["rlvr.learning_rate=1e-5"])
+
+
+def test_eval_limit_is_a_number_or_a_mapping_per_task(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    recipe = load_recipe(path, ["eval.tasks=[math, humaneval_plus]", "eval.limit={humaneval_plus: 164}"])
+    assert recipe.eval.limit_for("humaneval_plus") == 164
+    assert recipe.eval.limit_for("math") is None  # not capped by the code task's number
+    assert load_recipe(path, ["eval.limit=50"]).eval.limit_for("kk") == 50
+    with pytest.raises(RecipeError, match=r"--set eval.limit={mmlu_pro: 3}: 'mmlu_pro' is not one of eval.tasks"):
+        load_recipe(path, ["eval.tasks=[math]", "eval.limit={mmlu_pro: 3}"])
+    with pytest.raises(RecipeError, match=r"--set eval.limit={math: 0}: must be >= 1"):
+        load_recipe(path, ["eval.tasks=[math]", "eval.limit={math: 0}"])
+
+
+def test_an_empty_run_name_is_refused(tmp_path):
+    for name in ('""', "'  '", "a/b", ".."):
+        with pytest.raises(RecipeError, match="give the run a folder name"):
+            load_recipe(write(tmp_path, MINIMAL), [f"name={name}"])
+    with pytest.raises(RecipeError, match=r"r.yaml: name: give the run a folder name"):
+        load_recipe(write(tmp_path, 'name: ""\nmodel: {name_or_path: embedded:smollm2-135m}\n'))

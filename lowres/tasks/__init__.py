@@ -6,6 +6,7 @@ with `register_task(MyTask())` or the `@task` decorator on a class; see the READ
 
 from __future__ import annotations
 
+import difflib
 import importlib
 
 from lowres.errors import UserError
@@ -37,15 +38,28 @@ def task(cls):
     return cls
 
 
+def _load_entry_points() -> None:
+    """Tasks that installed packages declare in the `lowres.tasks` entry-point group (loaded once)."""
+    from lowres.tasks.plugins import load_entry_point_tasks
+
+    load_entry_point_tasks()
+
+
 def list_tasks() -> list[str]:
+    _load_entry_points()
     return sorted(set(_BUILTIN) | set(_REGISTERED))
 
 
 def get_task(name: str) -> Task:
+    _load_entry_points()
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in _BUILTIN:
-        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
+        known = list_tasks()
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"unknown task {name!r}{hint} (known: {', '.join(known)}; add your own with a "
+                        "recipe's plugins: [my_tasks.py] or lowres eval --plugin my_tasks.py)")
     module_name, cls_name = _BUILTIN[name].split(":")
     instance = getattr(importlib.import_module(module_name), cls_name)()
     _REGISTERED[name] = instance

@@ -7,7 +7,7 @@ find nothing, so graders can chain them (`last_boxed(t) or answer_tag(t)`).
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Decimal, InvalidOperation, localcontext
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
@@ -27,37 +27,53 @@ def last_boxed(text: str) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
-    while start >= 0:
-        content = _box_content(text, start)
+    # A completion that repeats "\boxed{" N times (a generation stuck in a loop) took minutes per
+    # 1 MB (found by fuzzing): each of the N unclosed boxes was scanned to the end of the text, and
+    # a command absent from the text was searched for back to its start N times. So each command's
+    # last position is kept and only the one just used is searched for again, and a brace scan
+    # stops at `stop`, the `{` of a later box found unclosed: a box still open there is unclosed too.
+    stop = len(text)
+    last = {cmd: text.rfind(cmd) for cmd in _BOX_COMMANDS}
+    while True:
+        cmd = max(last, key=last.__getitem__)
+        start = last[cmd]
+        if start < 0:
+            return None
+        content, unclosed_brace = _box_content(text, start, stop)
         if content is not None:
             return content
+        if unclosed_brace is not None:
+            stop = unclosed_brace
         # The last box was unclosed or empty-named: look at the one before it.
-        start = max(text.rfind(cmd, 0, start) for cmd in _BOX_COMMANDS)
-    return None
+        last[cmd] = text.rfind(cmd, 0, start)
 
 
-def _box_content(text: str, start: int) -> str | None:
-    """The argument of the box command starting at `start`, or None if it has none."""
+_BOX_SPACE_ARG = re.compile(r" +([^\s$]+)")
+
+
+def _box_content(text: str, start: int, stop: int) -> tuple[str | None, int | None]:
+    """(the argument of the box command at `start` or None, the index of its `{` if unclosed).
+
+    The brace scan gives up at `stop`, the `{` of a later box known to be unclosed."""
     i = start + 1
     while i < len(text) and text[i].isalpha():
         i += 1
     if text[start:i] not in _BOX_COMMANDS:  # e.g. "\boxedx" is another command
-        return None
+        return None, None
     if text.startswith(" ", i):  # "\boxed 5": the argument runs to the next space or "$"
-        match = re.match(r" +([^\s$]+)", text[i:])
-        return match.group(1) if match else None
+        match = _BOX_SPACE_ARG.match(text, i)  # match at i, not on text[i:]: no copy of the rest
+        return (match.group(1) if match else None), None
     if not text.startswith("{", i):
-        return None
+        return None, None
     depth = 0
-    for j in range(i, len(text)):
+    for j in range(i, stop):
         if text[j] == "{" and text[j - 1] != "\\":
             depth += 1
         elif text[j] == "}" and text[j - 1] != "\\":
             depth -= 1
             if depth == 0:
-                return text[i + 1:j]
-    return None
+                return text[i + 1:j], None
+    return None, i
 
 
 def answer_tag(text: str) -> str | None:
@@ -108,10 +124,16 @@ def parse_number(raw: str) -> str | None:
     value = _to_decimal(raw)
     if value is None:
         return None
-    normal = value.normalize()  # 18.00 -> 18, 0.50 -> 0.5
-    if normal == normal.to_integral_value():
-        normal = normal.quantize(Decimal(1))  # 1E+3 -> 1000
-    return str(normal + 0)  # "+ 0" turns -0 into 0
+    # Exact arithmetic: the default context (28 digits) rounded a 29-digit number in normalize()
+    # and then raised InvalidOperation in quantize(), so a long number in a completion crashed the
+    # GSM8K grader (found by fuzzing). Inputs have at most 100 characters; 200 digits hold them,
+    # and the widest exponent range keeps "1e999999999" from overflowing.
+    with localcontext() as ctx:
+        ctx.prec, ctx.Emax, ctx.Emin = 200, MAX_EMAX, MIN_EMIN
+        normal = value.normalize()  # 18.00 -> 18, 0.50 -> 0.5
+        if normal == normal.to_integral_value() and normal.adjusted() < ctx.prec:
+            normal = normal.quantize(Decimal(1))  # 1E+3 -> 1000 (but 1E+999 stays as it is)
+        return "0" if normal.is_zero() else str(normal)  # -0 -> 0
 
 
 def numbers_equal(a: str | None, b: str | None) -> bool:

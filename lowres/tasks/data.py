@@ -12,7 +12,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,44 +53,172 @@ def find_local(candidates: Iterable[str]) -> Path | None:
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All rows of a .jsonl, .jsonl.gz, .json (a list of objects) or .parquet file, as dicts."""
+    return read_rows_with_lines(path)[0]
+
+
+def read_rows_with_lines(path: str | os.PathLike, *,
+                         other_suffixes_as_jsonl: bool = False) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """(rows, lines): the rows of a data file and, for JSON Lines, the line each row is on (None for
+    .json and .parquet, whose rows `require_columns` then names "row N", counting from 1). A .json file
+    holds a list of objects, or one object per line (read as JSON Lines).
+
+    Bad input is a one-line UserError naming the file and, where there is one, the line: a line that is
+    not JSON or not an object, an empty file, a damaged gzip or parquet file.
+    other_suffixes_as_jsonl: read a file with another suffix as JSON Lines instead of refusing it.
+    """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"data file {path} is a folder; give a {', '.join(SUFFIXES)} file")
     if not path.is_file():
         raise UserError(f"data file {path} does not exist")
     name = path.name.lower()
-    try:
-        if name.endswith(".parquet"):
-            import pyarrow.parquet as pq  # lazy: only parquet needs it
+    if name.endswith(".parquet"):
+        return _read_parquet(path), None
+    if name.endswith(".json"):
+        return _read_json(path)
+    if name.endswith((".jsonl", ".jsonl.gz")) or other_suffixes_as_jsonl:
+        return _read_jsonl(path, gz=name.endswith(".gz"))
+    raise UserError(f"data file {path}: unsupported format; use one of {', '.join(SUFFIXES)}")
 
-            rows = pq.read_table(path).to_pylist()
-        elif name.endswith(".jsonl.gz") or name.endswith(".jsonl"):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        elif name.endswith(".json"):
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            raise UserError(f"data file {path}: unsupported format; use one of {', '.join(SUFFIXES)}")
-    except UserError:
-        raise
-    except Exception as exc:  # corrupt gzip, bad JSON line, broken parquet
-        raise UserError(f"data file {path} could not be read: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise UserError(f"data file {path}: expected one JSON object per row")
+
+def _first_line(exc: BaseException, path: Path | None = None) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if path is not None:  # pyarrow repeats the path: once is enough
+        text = text.replace(f" '{path}'", "").replace(str(path), "the file")
+    return text[:200]
+
+
+def _read_jsonl(path: Path, gz: bool) -> tuple[list[dict[str, Any]], list[int]]:
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    line_no = 0
+    opener = gzip.open if gz else open
+    try:
+        # utf-8-sig: a byte-order mark (some Windows editors write one) is not an error.
+        with opener(path, "rt", encoding="utf-8-sig") as f:
+            for line_no, line in enumerate(f, 1):  # noqa: B007 (line_no is read after the loop)
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line.rstrip("\r\n"))  # so an error's column is on this line
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{line_no}: not valid JSON ({e.msg}, column {e.colno})") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"{path}:{line_no}: expected a JSON object {{...}}, got {_kind(row)}")
+                rows.append(row)
+                lines.append(line_no)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}:{line_no + 1}: not UTF-8 text") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        where = f" after line {line_no}" if line_no else ""
+        raise UserError(f"{path}: corrupt or truncated gzip file{where} ({_first_line(e)})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({_first_line(e)})") from None
     if not rows:
-        raise UserError(f"data file {path} has no rows")
+        raise UserError(f"{path}: empty file, no rows (expected one JSON object per line)")
+    return rows, lines
+
+
+def _read_json(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and e.lineno > 1:  # one object per line: JSON Lines named .json
+            return _read_jsonl(path, gz=False)
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of objects [{{...}}, ...], got {_kind(data)}")
+    for index, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: row {index + 1}: expected a JSON object {{...}}, got {_kind(row)}")
+    if not data:
+        raise UserError(f"{path}: no rows (an empty list)")
+    return data, None
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq  # lazy: only parquet needs it
+    except ImportError:
+        raise UserError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise UserError(f"{path}: not a readable parquet file ({_first_line(e, path)})") from None
+    if not rows:
+        raise UserError(f"{path}: no rows")
     return rows
 
 
-def require_columns(rows: Sequence[dict[str, Any]], columns: Iterable[str], source: str) -> None:
-    """UserError naming `source` and the expected columns if any row lacks any of `columns`."""
+# ----------------------------------------------------------------------------------------------
+# Checking rows: required fields and their types
+# ----------------------------------------------------------------------------------------------
+TypeSpec = type | tuple[type, ...]
+"""What a field may hold: a type or a tuple of types (`type(None)` allows null). bool does not
+count as int or float unless listed: `true` is no answer to a math question."""
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object",
+               bool: "true or false", type(None): "null"}
+
+
+def _kind(value: Any) -> str:
+    """A value's JSON-ish type, for "got ..." in messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    for tp, name in ((str, "string"), (int, "integer"), (float, "number"), (list, "list"), (dict, "object")):
+        if isinstance(value, tp):
+            return name
+    return type(value).__name__
+
+
+def _describe(spec: TypeSpec) -> str:
+    types = list(spec) if isinstance(spec, tuple) else [spec]
+    if int in types and float in types:
+        types.remove(int)  # "a number" says both
+    names = [_TYPE_NAMES.get(tp, f"a {tp.__name__}") for tp in types]
+    return " or ".join(names)
+
+
+def _matches(value: Any, spec: TypeSpec) -> bool:
+    types = spec if isinstance(spec, tuple) else (spec,)
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
+
+
+def require_columns(rows: Sequence[dict[str, Any]], columns: Iterable[str], source: str,
+                    types: Mapping[str, TypeSpec] | None = None, lines: Sequence[int] | None = None) -> None:
+    """UserError naming `source`, the first bad row and the field if a row lacks one of `columns`, or
+    holds a value of the wrong type in a field of `types` (checked where present, so `types` may also
+    name optional fields).
+
+    lines: the line of each row in a JSON Lines file (from `read_rows_with_lines`): the row is then
+    named `<source>:<line>`; without them `<source>: row N` (counting from 1).
+    """
     columns = list(columns)
-    missing = [c for c in columns if not rows or any(c not in row for row in rows)]
-    if missing:
-        found = ", ".join(sorted(rows[0])) if rows else "none"
-        raise UserError(
-            f"{source}: missing column(s) {', '.join(missing)}; expected columns {', '.join(columns)} "
-            f"(found: {found})"
-        )
+    types = dict(types or {})
+    if not rows:
+        raise UserError(f"{source}: no rows")
+
+    def where(index: int) -> str:
+        if lines is not None and index < len(lines):
+            return f"{source}:{lines[index]}"
+        return f"{source}: row {index + 1}"
+
+    for index, row in enumerate(rows):
+        for column in columns:
+            if column not in row:
+                found = ", ".join(sorted(map(str, row))) or "none"
+                raise UserError(f"{where(index)}: missing field '{column}'; expected fields {', '.join(columns)} "
+                                f"(found: {found})")
+        for column, spec in types.items():
+            if column in row and not _matches(row[column], spec):
+                raise UserError(f"{where(index)}: field '{column}': expected {_describe(spec)}, "
+                                f"got {_kind(row[column])}")
 
 
 def load_rows(
@@ -99,25 +228,22 @@ def load_rows(
     hub: HubSource | None,
     columns: Sequence[str],
     what: str,
+    types: Mapping[str, TypeSpec] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for one task split, from `path`, else $LOWRES_DATA_DIR/<one of local>, else the Hub.
 
-    `columns` are the columns the task needs; `what` names the data in error messages
-    (e.g. "gsm8k train").
+    `columns` are the columns the task needs and `types` what the fields it reads may hold (see
+    `require_columns`); `what` names the data in error messages (e.g. "gsm8k train").
     """
-    if path is not None:
-        rows = read_rows(path)
-        require_columns(rows, columns, f"data file {path}")
-        return rows
-    found = find_local(local)
-    if found is not None:
-        rows = read_rows(found)
-        require_columns(rows, columns, f"data file {found}")
+    file = Path(path).expanduser() if path is not None else find_local(local)
+    if file is not None:
+        rows, lines = read_rows_with_lines(file)
+        require_columns(rows, columns, str(file), types, lines)
         return rows
     if hub is None:
         raise UserError(f"no data for {what}: pass path= or put {local[0]} under ${DATA_DIR_ENV}")
     rows = _load_hub(hub, what)
-    require_columns(rows, columns, f"Hub dataset {hub.name}")
+    require_columns(rows, columns, f"Hub dataset {hub.name}", types)
     return rows
 
 

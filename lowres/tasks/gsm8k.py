@@ -62,6 +62,8 @@ class GSM8KTask:
             hub=HubSource("openai/gsm8k", split, config="main"),
             columns=("question", "answer"),
             what=f"gsm8k {split}",
+            # `answer`: the worked solution ending in "#### N", or (a user file) the bare number.
+            types={"question": str, "answer": (str, int, float)},
         )
         rows = []
         for index, row in enumerate(raw):
@@ -70,7 +72,7 @@ class GSM8KTask:
             if gold is None:  # a user file may already hold the bare number
                 gold, solution = last_number(str(row["answer"])), row.get("solution", row["answer"])
             if gold is None:
-                raise UserError(f"{path or 'gsm8k ' + split}: row {index} has no final number in `answer`")
+                raise UserError(f"{path or 'gsm8k ' + split}: row {index + 1} has no final number in `answer`")
             row_id = row.get("id") or f"gsm8k/{split}/{index}"
             rows.append({**row, "id": str(row_id), "solution": solution, "answer": gold})
         if limit is not None and limit < len(rows):

@@ -33,6 +33,7 @@ DEFAULT_MEMORY_MB = 2048
 
 _LOCAL = ["humaneval_plus/HumanEvalPlus-OriginFmt-v0.1.10.jsonl.gz", *local_candidates("humaneval_plus", "test")]
 _COLUMNS = ("task_id", "prompt", "canonical_solution", "entry_point", "test")
+_TYPES = dict.fromkeys(_COLUMNS, str)  # all program text, pasted into the program the sandbox runs
 
 # (broken line, fixed line) in the OriginFmt tests.
 _TEST_FIXES = (
@@ -107,7 +108,7 @@ class HumanEvalPlusTask:
         if split not in ("test", "train"):  # "train" = test: training draws from it, minus the eval rows
             raise UserError(f"humaneval_plus has only the split 'test' (and 'train' = test); got {split!r}")
         raw = load_rows(path=path, local=_LOCAL, hub=HubSource("evalplus/humanevalplus", "test"),
-                        columns=_COLUMNS, what="humaneval_plus test")
+                        columns=_COLUMNS, what="humaneval_plus test", types=_TYPES)
         rows = [
             {**fixed, "id": str(fixed["task_id"]), "code_prompt": fixed["prompt"],
              "answer": fixed["prompt"] + fixed["canonical_solution"]}

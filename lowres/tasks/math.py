@@ -40,6 +40,8 @@ _SPLITS = {
         ("problem", "answer"),
     ),
 }
+# What the fields the task reads may hold (checked where present): a bare number is a fine answer.
+_TYPES = {"problem": str, "answer": (str, int, float, type(None)), "solution": (str, type(None))}
 
 QUESTION_SUFFIX = (
     "\n\nReason step by step. Put your final answer within \\boxed{} inside the <answer> </answer> tags."
@@ -69,7 +71,7 @@ class MathTask:
         local, hub, columns = _SPLITS[split]
         if path is not None:
             columns = ("problem",)  # a user file needs a problem and either an answer or a solution
-        raw = load_rows(path=path, local=local, hub=hub, columns=columns, what=f"math {split}")
+        raw = load_rows(path=path, local=local, hub=hub, columns=columns, what=f"math {split}", types=_TYPES)
         # Rows without a gold answer cannot be graded; MATH train has two (an empty \boxed{}).
         rows = [row for row in (_normalize_row(row, split, i) for i, row in enumerate(raw)) if row]
         if not rows:
@@ -93,6 +95,8 @@ class MathTask:
 
 def _normalize_row(row: dict[str, Any], split: str, index: int) -> dict[str, Any] | None:
     answer = row.get("answer")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)  # a user file may hold the bare number
     if not isinstance(answer, str) or not answer.strip():
         answer = last_boxed(row.get("solution") or "")
     if answer is None or not answer.strip():
@@ -181,6 +185,10 @@ def _quiet_math_verify() -> None:
 # Python, so its input is restricted to arithmetic on numbers, single letters and these names.
 _SAFE_NAMES = ("sqrt", "pi", "sin", "cos", "tan", "log", "ln", "exp", "oo")
 _SAFE_CHARS = re.compile(r"^[0-9a-zA-Z+\-*/^().,\s]*$")
+# A float literal with a 4+ digit exponent ("1e999999999"): sympy turns it into an exact integer
+# (10**999999999) while parsing, even with evaluate=False, in C code SIGALRM cannot interrupt,
+# so the check hung for minutes (found by fuzzing). Such answers are refused.
+_HUGE_EXPONENT_LITERAL = re.compile(r"[0-9.][eE][+-]?[0-9]{4,}")
 
 
 def _sympy_equal(gold: str, pred: str) -> bool:
@@ -201,7 +209,7 @@ def _sympy_equal(gold: str, pred: str) -> bool:
 
 def _to_sympy(text: str):
     plain = _latex_to_plain(text)
-    if plain is None or not _SAFE_CHARS.match(plain):
+    if plain is None or not _SAFE_CHARS.match(plain) or _HUGE_EXPONENT_LITERAL.search(plain):
         return None
     names = set(re.findall(r"[A-Za-z]{2,}", plain))
     if not names <= set(_SAFE_NAMES):

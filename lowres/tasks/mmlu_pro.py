@@ -31,12 +31,19 @@ _LOCAL = {
     "validation": local_candidates("mmlu_pro", "validation"),
 }
 _COLUMNS = ("question_id", "question", "options", "answer", "category")
+# `answer` is the letter; `answer_index` (optional) is used when the letter is not one of A-J.
+_TYPES = {"question_id": (str, int), "question": str, "options": list, "answer": str, "category": str,
+          "answer_index": (int, type(None))}
 
 # "B", "(B)", "\text{B}", "B. Paris", "B) Paris" -- a letter that is not the start of a word.
+# The whitespace runs before the letter are possessive (`\s*+`): with plain `\s*\(?\s*` the regex
+# tried every way to split N spaces between them, cubic in N -- 2 s for a 1,000-space answer,
+# hours for a long one (found by fuzzing). What they match is the same, as no part between them
+# can match whitespace.
 _LEADING_LETTER = re.compile(
-    r"^\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{)?\s*\(?\s*([A-J])\s*\)?(?![A-Za-z])"
+    r"^\s*+(?:\\(?:text|textbf|mathrm|mathbf)\s*+\{)?\s*+\(?\s*+([A-J])\s*\)?(?![A-Za-z])"
 )
-_ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*\(?\s*([A-J])\b", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer\s++is\s*+:?\s*+\(?\s*+([A-J])\b", re.IGNORECASE)
 _STANDALONE = re.compile(r"\b([A-J])\b")
 
 
@@ -90,7 +97,7 @@ class MMLUProTask:
         if split not in SPLITS:
             raise UserError(f"mmlu_pro has splits {', '.join(SPLITS)} (and 'train' = test); got {split!r}")
         raw = load_rows(path=path, local=_LOCAL[split], hub=HubSource("TIGER-Lab/MMLU-Pro", split),
-                        columns=_COLUMNS, what=f"mmlu_pro {split}")
+                        columns=_COLUMNS, what=f"mmlu_pro {split}", types=_TYPES)
         rows = [_normalize_row(row) for row in raw]
         if category is not None:
             rows = _filter_category(rows, category)
@@ -124,7 +131,13 @@ def _normalize_row(row: dict[str, Any]) -> dict[str, Any]:
     options = list(row["options"])
     letter = str(row["answer"]).strip()
     # The letter is what MMLU-Pro's own evaluation compares against, so it wins over answer_index.
-    answer_index = LETTERS.index(letter) if len(letter) == 1 and letter in LETTERS else int(row["answer_index"])
+    if len(letter) == 1 and letter in LETTERS:
+        answer_index = LETTERS.index(letter)
+    elif row.get("answer_index") is not None:
+        answer_index = row["answer_index"]
+    else:
+        raise UserError(f"mmlu_pro question {row['question_id']}: answer {letter!r} is not a letter A-J "
+                        "(and the row has no answer_index)")
     if not 0 <= answer_index < len(options):
         raise UserError(f"mmlu_pro question {row['question_id']}: answer {letter!r} is not one of its options")
     # Some revisions pad options with "N/A"; drop them and move the answer index with them.

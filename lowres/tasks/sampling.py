@@ -38,7 +38,9 @@ def sample_examples(
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise UserError(f"the number of examples must be a positive integer, got {n!r}")
     excluded_ids = {str(i) for i in exclude_ids}
-    excluded_texts = {normalize_text(t) for t in exclude_texts if isinstance(t, str)}
+    # A row without a question field has text "": that matches nothing (or a task whose rows carry
+    # only numbers, like the README's Sums, would have every row excluded).
+    excluded_texts = {normalize_text(t) for t in exclude_texts if isinstance(t, str) and t.strip()}
     pool = [
         (index, row) for index, row in enumerate(rows)
         if str(row.get("id")) not in excluded_ids

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from rich.progress import TextColumn
 from transformers import TrainerCallback
 
+from lowres.artifacts import append_jsonl
 from lowres.ui import progress
 
 
@@ -51,8 +51,7 @@ class MetricsLogger(TrainerCallback):
         if not logs or not state.is_world_process_zero:
             return
         record = {"stage": self.stage, "step": state.global_step, "time": round(time.time(), 2), **logs}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, record)
 
 
 class LiveView(TrainerCallback):

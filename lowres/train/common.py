@@ -1,9 +1,8 @@
-"""Small pieces the training stages share: precision flags, resume, the out-of-memory message."""
+"""Small pieces the training stages share: precision flags and the out-of-memory message."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 from lowres.errors import OutOfMemory
 from lowres.hardware import Hardware
@@ -17,24 +16,40 @@ def precision_flags(hw: Hardware) -> dict[str, bool]:
     return {"bf16": hw.dtype == "bf16", "fp16": hw.dtype == "fp16"}
 
 
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete `checkpoint-N` folder, to resume from; None when there is none."""
-    if not folder.is_dir():
-        return None
-    done = [p for p in folder.glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA out of memory, as torch raises it (or as some kernels word it in a RuntimeError)."""
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
 
 
 @contextlib.contextmanager
-def oom_guard(stage: str, what_to_lower: str):
-    """Turn CUDA out-of-memory into a one-line error that says which setting to lower."""
-    import torch
-
+def oom_guard(stage: str, settings: dict[str, object], gradient_checkpointing: bool | None = None):
+    """Turn out-of-GPU-memory into one line naming the stage and the settings (with their values now)
+    that lower memory, instead of a CUDA traceback. `settings`: recipe key -> current value; a key
+    ending in load_in_4bit is advised only when it is off."""
     try:
         yield
-    except torch.OutOfMemoryError:
-        raise OutOfMemory(f"{stage}: out of GPU memory; lower {what_to_lower}, or enable load_in_4bit") from None
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        lower = [f"{key} ({value})" for key, value in settings.items() if not key.endswith("load_in_4bit")]
+        advice = "lower " + ", ".join(lower[:-1]) + (" or " if len(lower) > 1 else "") + lower[-1]
+        four_bit = [key for key, value in settings.items() if key.endswith("load_in_4bit") and not value]
+        if four_bit:
+            advice += f", or set {four_bit[0]}: true"
+        if gradient_checkpointing is not None:
+            advice += f" (gradient checkpointing is {'on' if gradient_checkpointing else 'off'})"
+        raise OutOfMemory(f"{stage}: out of GPU memory{_peak()}; {advice}") from None
+
+
+def _peak() -> str:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return f" at {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+    return ""
 
 
 def drop_default_printer(trainer) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lowres.errors import UserError
+from lowres.artifacts import building_folder, disk_guard, output_folder, write_json
+from lowres.errors import OutOfMemory, UserError
 from lowres.hardware import detect
 from lowres.models import resolve_model
 from lowres.ui import console
@@ -47,16 +48,38 @@ def _device_map(hw) -> dict:
 def run_merge(base_ref: str, adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "auto",
               verify_prompts: int = 3, tolerance: float = 1e-2) -> Path:
     """base + adapter → merged folder. Returns out_dir. Writes merge.json with the logit check."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     _check_adapter(adapter_dir)
     location = resolve_model(base_ref)
     if Path(location).exists() and Path(location).resolve() == out_dir.resolve():
         raise UserError(f"refusing to overwrite the base model at {out_dir}; choose another output folder")
+    output_folder(out_dir.parent, "folder for the merged model")
     hw = detect(dtype)
+    try:
+        merged, tokenizer, report = _merge_and_check(location, base_ref, adapter_dir, hw, verify_prompts, tolerance)
+    except Exception as e:
+        from lowres.train.common import is_out_of_memory
+
+        if not is_out_of_memory(e):
+            raise
+        raise OutOfMemory(f"merge: out of GPU memory holding the 16-bit model ({hw.dtype}); free the GPU, or merge "
+                          "on the CPU (slower): CUDA_VISIBLE_DEVICES= lowres merge …") from None
+    # Built under <out>.partial and renamed into place: a crash mid-save leaves no half-written model.
+    with disk_guard(out_dir, "merge"), building_folder(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "merge.json", report)
+    console.print(f"merged {adapter_dir} into {base_ref} ({hw.dtype}); max logit difference vs "
+                  f"base+adapter {report['max_logit_diff']:.2e} on {report['prompts']} prompts → {out_dir}")
+    return out_dir
+
+
+def _merge_and_check(location: str, base_ref: str, adapter_dir: Path, hw, verify_prompts: int, tolerance: float):
+    """Load base + adapter, merge, and compare logits; returns (merged model, tokenizer, report)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     with console.status("merging the adapter into the 16-bit base"):
         # Straight onto the device (a GPU's 16-bit copy never passes through CPU memory).
         base = AutoModelForCausalLM.from_pretrained(location, dtype=hw.torch_dtype, device_map=_device_map(hw))
@@ -81,13 +104,8 @@ def run_merge(base_ref: str, adapter_dir: str | Path, out_dir: str | Path, *, dt
         raise UserError(f"merged model disagrees with base+adapter: max logit difference {max_diff:.3g} "
                         f"({relative:.3g} relative) > {allowed} (merge.tolerance {tolerance}, {hw.dtype} rounding "
                         f"floor {ROUNDING_FLOOR[hw.dtype]}); the merge is not trustworthy")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
     report = {"base_model": base_ref, "adapter": str(adapter_dir), "dtype": hw.dtype, "prompts": len(prompts),
               "max_logit_diff": max_diff, "relative_diff": relative, "tolerance": tolerance,
               "allowed": allowed}
-    (out_dir / "merge.json").write_text(json.dumps(report, indent=2))
-    console.print(f"merged {adapter_dir} into {base_ref} ({hw.dtype}); max logit difference vs "
-                  f"base+adapter {max_diff:.2e} on {len(prompts)} prompts → {out_dir}")
-    return out_dir
+    return merged, tokenizer, report
+

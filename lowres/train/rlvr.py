@@ -23,7 +23,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from lowres import artifacts
+from lowres.artifacts import building_folder, disk_guard, output_folder
 from lowres.errors import UserError
+from lowres.fingerprint import fingerprint, stage_fingerprints
 from lowres.hardware import Hardware, detect
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings, dump_recipe
@@ -32,7 +35,8 @@ from lowres.tasks import get_task
 from lowres.tasks.sampling import disjoint_train_subset
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
-from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
+from lowres.train.common import drop_default_printer, oom_guard, precision_flags
+from lowres.train.resume import finished_before, mark_finished, prepare_resume
 from lowres.ui import console
 
 
@@ -123,7 +127,8 @@ def training_rows(recipe: Recipe) -> list[dict]:
     """The ≤N training examples, disjoint (by id and question text) from the rows the eval stage scores."""
     target = recipe.data.target
     task = get_task(target.task)
-    eval_rows = task.load("test", limit=recipe.eval.limit, seed=recipe.seed) if target.task in recipe.eval.tasks else []
+    eval_rows = (task.load("test", limit=recipe.eval.limit_for(target.task), seed=recipe.seed)
+                 if target.task in recipe.eval.tasks else [])
     load_kwargs = {"category": target.category} if target.category else {}
     picked = disjoint_train_subset(task, target.n_examples, seed=target.seed, eval_rows=eval_rows,
                                    path=target.path, **load_kwargs)
@@ -176,12 +181,21 @@ def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpoint
 def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None = None,
              callbacks: tuple = ()) -> Path:
     """GRPO from `model_ref` (default: the merged warmup model, or the base for start_from: base)."""
-    out_dir = Path(out_dir or recipe.run_dir / "rlvr")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir or recipe.run_dir / "rlvr", "rlvr folder")
     cfg = recipe.rlvr
     check_rlvr_settings(recipe)
+    stage_fingerprint = stage_fingerprints(recipe)["rlvr"]
     if model_ref is None:
         model_ref = str(recipe.run_dir / "merge") if cfg.start_from == "warmup" else recipe.model.name_or_path
+        if cfg.start_from == "warmup" and not (Path(model_ref) / "config.json").is_file():
+            raise UserError(f"{model_ref}: no merged warmup model here; run the warmup and merge stages first "
+                            "(lowres run), pass --model, or set rlvr.start_from: base")
+    else:  # a start model given by hand is part of what the checkpoints were made from
+        stage_fingerprint = fingerprint(stage_fingerprint, model_ref)
+    if finished_before(out_dir, stage_fingerprint, out_dir / "adapter"):
+        console.print(f"rlvr: finished before with the same settings → {out_dir / 'adapter'} "
+                      "(`lowres run --force rlvr` trains it again)")
+        return out_dir
     hw = detect(recipe.model.dtype, recipe.model.backend)
     prepare_backend(hw)
     task = get_task(recipe.data.target.task)
@@ -195,6 +209,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
                              cfg.stop_after_constant_reward_steps)
+    resume = prepare_resume(out_dir, "rlvr", stage_fingerprint)
     live = LiveView("rlvr", ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
                              "completions/mean_length"))
     trainer_cls = _trainer_class(cfg.zero_variance_groups == "skip", lean_generation=hw.backend == "transformers")
@@ -206,23 +221,29 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     )
     drop_default_printer(trainer)
     trainable_in_fp32(trainer.model, hw)
-    resume = last_checkpoint(out_dir / "checkpoints")
     if resume:
         console.print(f"resuming RLVR from {resume}")
+    memory_settings = {"rlvr.per_device_train_batch_size": cfg.per_device_train_batch_size,
+                       "rlvr.num_generations": cfg.num_generations,
+                       "rlvr.max_completion_length": cfg.max_completion_length, "rlvr.load_in_4bit": cfg.load_in_4bit}
     try:
-        with oom_guard("rlvr", "rlvr.num_generations, rlvr.max_completion_length or per_device_train_batch_size"):
+        with oom_guard("rlvr", memory_settings, checkpointing), disk_guard(out_dir, "rlvr"):
             result = trainer.train(resume_from_checkpoint=resume)
     finally:
         live.close()
 
     adapter_dir = out_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
-    (out_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset),
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
                "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype,
                "gradient_checkpointing": checkpointing, "peak_memory": peak_memory()}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    with disk_guard(out_dir, "rlvr"):
+        with building_folder(adapter_dir) as tmp:
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        artifacts.write_text(out_dir / "recipe.yaml", dump_recipe(recipe))
+        artifacts.write_json(out_dir / "summary.json", summary)
+        mark_finished(out_dir)
+
     console.print(f"rlvr: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
     return out_dir

@@ -11,39 +11,50 @@ metrics.jsonl and summary.json.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
+from lowres import artifacts
+from lowres.artifacts import building_folder, disk_guard, output_folder
 from lowres.errors import UserError
+from lowres.fingerprint import stage_fingerprints
 from lowres.hardware import detect
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, dump_recipe
 from lowres.tasks.base import r1_messages
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
-from lowres.train.common import drop_default_printer, last_checkpoint, oom_guard, precision_flags
+from lowres.train.common import drop_default_printer, oom_guard, precision_flags
+from lowres.train.resume import finished_before, mark_finished, prepare_resume
 from lowres.ui import console
 
 
 def read_trace_file(path: Path) -> list[dict]:
-    """JSONL rows with `prompt` (a question string or chat messages) and `completion`."""
+    """Rows with `prompt` (a question string, or chat messages {role, content}) and `completion` (a
+    string), from a .jsonl, .jsonl.gz, .json or .parquet file (`lowres kk traces` writes .jsonl and
+    .parquet). Any other suffix is read as JSON Lines. Bad input is a one-line UserError naming the file,
+    the line (JSON Lines) or row, and the field."""
+    from lowres.tasks.data import read_rows_with_lines, require_columns
+
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"{path}: no such warmup data file (expected JSONL with prompt and completion)")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "prompt" not in row or "completion" not in row:
-                raise UserError(f"{path}:{line_no}: each line needs 'prompt' and 'completion' fields")
-            rows.append(row)
-    if not rows:
-        raise UserError(f"{path}: no examples in the file")
+        what = "a folder, not a warmup data file" if path.is_dir() else "no such warmup data file"
+        raise UserError(f"{path}: {what} (expected .jsonl or .parquet with prompt and completion fields, "
+                        "as `lowres kk traces` writes)")
+    rows, lines = read_rows_with_lines(path, other_suffixes_as_jsonl=True)
+    require_columns(rows, ("prompt", "completion"), str(path),
+                    types={"prompt": (str, list), "completion": str}, lines=lines)
+    for index, row in enumerate(rows):
+        if isinstance(row["prompt"], str):
+            continue
+        where = f"{path}:{lines[index]}" if lines else f"{path}: row {index + 1}"
+        if not row["prompt"]:
+            raise UserError(f"{where}: field 'prompt': an empty list of messages")
+        for number, message in enumerate(row["prompt"], 1):
+            if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                    and isinstance(message.get("content"), str)):
+                raise UserError(f"{where}: field 'prompt': message {number} needs 'role' and 'content' "
+                                "strings (a chat message {\"role\": \"user\", \"content\": \"...\"})")
     return rows
 
 
@@ -89,9 +100,13 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
 
     callbacks: extra transformers TrainerCallbacks (progress hooks, tests).
     """
-    out_dir = Path(out_dir or recipe.run_dir / "warmup")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir or recipe.run_dir / "warmup", "warmup folder")
     cfg = recipe.warmup
+    fingerprint = stage_fingerprints(recipe)["warmup"]
+    if finished_before(out_dir, fingerprint, out_dir / "adapter"):
+        console.print(f"warmup: finished before with the same settings → {out_dir / 'adapter'} "
+                      "(`lowres run --force warmup` trains it again)")
+        return out_dir
     hw = detect(recipe.model.dtype, recipe.model.backend)
     prepare_backend(hw)
     examples = load_warmup_examples(recipe)
@@ -128,6 +143,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
         gradient_checkpointing=checkpointing, **precision_flags(hw),
     )
+    resume = prepare_resume(out_dir, "warmup", fingerprint)
     live = LiveView("warmup", ("loss", "eval_loss"))
     trainer = SFTTrainer(
         model=model, args=args, processing_class=tokenizer,
@@ -136,20 +152,17 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     )
     drop_default_printer(trainer)
     trainable_in_fp32(trainer.model, hw)
-    resume = last_checkpoint(out_dir / "checkpoints")
     if resume:
         console.print(f"resuming warmup from {resume}")
+    memory_settings = {"warmup.per_device_train_batch_size": cfg.per_device_train_batch_size,
+                       "model.max_seq_length": recipe.model.max_seq_length, "warmup.load_in_4bit": cfg.load_in_4bit}
     try:
-        with oom_guard("warmup", "warmup.per_device_train_batch_size or model.max_seq_length"):
+        with oom_guard("warmup", memory_settings, checkpointing), disk_guard(out_dir, "warmup"):
             result = trainer.train(resume_from_checkpoint=resume)
+            eval_loss = _final_eval_loss(trainer) if held_out else None
     finally:
         live.close()
-    eval_loss = _final_eval_loss(trainer) if held_out else None
 
-    adapter_dir = out_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
-    (out_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     summary = {
         "examples": len(examples), "dropped_over_max_seq_length": dropped, "train_examples": len(train),
         "held_out_examples": len(held_out), "steps": result.global_step, "train_loss": result.training_loss,
@@ -157,7 +170,14 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         "backend": hw.backend, "dtype": hw.dtype, "gradient_checkpointing": checkpointing,
         "peak_memory": peak_memory(),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    adapter_dir = out_dir / "adapter"
+    with disk_guard(out_dir, "warmup"):
+        with building_folder(adapter_dir) as tmp:
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        artifacts.write_text(out_dir / "recipe.yaml", dump_recipe(recipe))
+        artifacts.write_json(out_dir / "summary.json", summary)
+        mark_finished(out_dir)
     console.print(f"warmup: {result.global_step} steps, train loss {result.training_loss:.4f}"
                   + (f", held-out loss {eval_loss:.4f}" if eval_loss is not None else "") + f" → {adapter_dir}")
     return out_dir

@@ -2,6 +2,7 @@
 
 import pytest
 
+from lowres.tasks.answers import parse_number
 from lowres.tasks.gsm8k import GSM8KTask, extract_answer, gold_answer
 
 TASK = GSM8KTask()
@@ -49,3 +50,17 @@ def test_extract_answer_priority():
     assert extract_answer("<answer>3 apples</answer> then 9") == ("3", True)
     assert extract_answer("nothing at all") == (None, False)
     assert extract_answer(None) == (None, False)
+
+
+def test_long_numbers_do_not_crash_the_grader():
+    """Found by fuzzing: a number of 29+ digits raised decimal.InvalidOperation (the default
+    28-digit context rounded it, then quantize failed), crashing the reward on any such completion."""
+    long = "1" * 35
+    score = TASK.score(f"<answer>\\boxed{{{long}}}</answer>", {"answer": long})
+    assert (score.formatted, score.correct, score.extracted) == (True, True, long)
+    assert parse_number("9" * 99) == "9" * 99  # exact, not rounded to 28 digits
+    assert parse_number("-" + "1" * 40 + ".50") == "-" + "1" * 40 + ".5"
+    assert parse_number("0." + "1" * 60) == "0." + "1" * 60
+    assert parse_number("1e999999999") == "1E+999999999"  # no overflow; too big to write out
+    assert parse_number("-0.00") == "0"
+    assert TASK.score("so " + "1" * 29, {"answer": "5"}).extracted == "1" * 29

@@ -1,10 +1,12 @@
 """The MATH grader: \\boxed extraction, math-verify equivalence, time limits."""
 
 import threading
+import time
 
 import pytest
 
 from lowres.rewards import RewardValues
+from lowres.tasks.answers import last_boxed
 from lowres.tasks.math import MathTask, math_equal, normalize_answer
 
 
@@ -46,6 +48,8 @@ TABLE = [
     ("5", r1(r"(10^{8})!"), True, False),
     ("5", r1("2**10**10"), True, False),  # refused before sympy computes it
     ("5", r1("{" * 300 + "5" + "}" * 300), True, False),  # too long to be an answer
+    ("5", r1("1e999999999"), True, False),  # sympy made 10**999999999 in C while parsing: hung
+    ("5", r1("2E-99999"), True, False),
 ]
 
 
@@ -94,3 +98,19 @@ def test_math_equal_off_the_main_thread():
     thread.join(timeout=120)
     assert not thread.is_alive()
     assert results == {(gold, pred): want for gold, pred, want in cases}
+
+
+def test_a_completion_repeating_an_unclosed_box_is_graded_quickly():
+    """Found by fuzzing: each of N unclosed \\boxed{ was scanned to the end of the text (minutes
+    for 1 MB); the earlier boxes that stay unclosed are now known without rescanning."""
+    for completion in (r"\boxed{" * 150_000, r"\boxed $" * 150_000, r"\fbox{" * 70_000 + r"\boxed{" * 70_000,
+                       r"\boxed{5}" + r"\boxed{" * 150_000):
+        start = time.monotonic()
+        score = TASK.score(completion, {"answer": "5"})
+        assert time.monotonic() - start < 5.0
+        assert score.formatted == completion.startswith(r"\boxed{5}")
+    # The shortcut keeps the answers: the last box that closes, braces balanced.
+    assert last_boxed(r"\boxed{1} \boxed{2 \boxed{3} \boxed{") == "3"
+    assert last_boxed(r"\boxed{1} \boxed{2 \boxed{") == "1"
+    assert last_boxed(r"\boxed{a{b} \boxed{") is None
+    assert last_boxed(r"\boxed{a{b}} \boxed{") == "a{b}"

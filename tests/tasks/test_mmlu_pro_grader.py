@@ -1,5 +1,7 @@
 """The MMLU-Pro grader: letter extraction and the random-guess convention."""
 
+import time
+
 import pytest
 
 from lowres.tasks.mmlu_pro import MMLUProTask, extract_letter, random_guess_correct
@@ -59,3 +61,15 @@ def test_prompt_lists_options_and_asks_for_a_letter():
     messages = TASK.prompt({**ROW, "question": "What is 1+1?"})
     text = messages[-1]["content"]
     assert "A. 0" in text and "J. 9" in text and "\\boxed{X}" in text and "What is 1+1?" in text
+
+
+@pytest.mark.parametrize("template", ["\\boxed{{{ws}{end}}}", "<answer>answer is{ws}{end}</answer>",
+                                      "<answer>\\text{{{ws}{end}</answer>",
+                                      "<answer>The answer is:{ws}({ws}{end}</answer>"])
+def test_long_whitespace_is_read_in_linear_time(template):
+    """Found by fuzzing: `\\s*\\(?\\s*` backtracked over every split of a whitespace run (cubic: 2 s
+    for 1,000 spaces, hours for more). The letter is still read past whitespace."""
+    start = time.monotonic()
+    assert extract_letter(template.format(ws=" " * 3_000, end="x")) == (None, False)  # was ~1 min
+    assert time.monotonic() - start < 2.0
+    assert extract_letter(template.format(ws=" \n\t ", end="C")) == ("C", True)

@@ -36,6 +36,13 @@ def test_exclusions():
     assert "r7" not in ids(picked)
 
 
+def test_rows_without_a_question_field_are_excluded_by_id_only():
+    """A user's task whose rows carry only numbers (the README's Sums) still has training rows."""
+    rows = [{"id": f"{a}+{b}", "a": a, "b": b} for a in range(1, 10) for b in range(1, 10)]
+    picked = sample_examples(rows, 8, seed=0, exclude_ids=[r["id"] for r in rows[:40]], exclude_texts=[""] * 40)
+    assert len(picked) == 8 and not {r["id"] for r in picked} & {r["id"] for r in rows[:40]}
+
+
 def test_stratified_proportions():
     picked = sample_examples(ROWS, 20, seed=0, stratify_by="category")
     counts = Counter(row["category"] for row in picked)

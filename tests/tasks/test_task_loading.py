@@ -105,7 +105,7 @@ def test_missing_file_is_a_user_error(tmp_path, no_data_dir):
     with pytest.raises(UserError, match="unsupported format"):
         read_rows(tmp_path / "x.csv")
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    with pytest.raises(UserError, match="could not be read"):
+    with pytest.raises(UserError, match="bad.jsonl:1: not valid JSON"):
         read_rows(tmp_path / "bad.jsonl")
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(UserError, match="no rows"):
@@ -167,3 +167,126 @@ def test_hub_failure_is_a_user_error(monkeypatch, no_data_dir, tmp_path):
     monkeypatch.setenv("LOWRES_DATA_DIR", str(tmp_path))
     with pytest.raises(UserError, match=str(tmp_path)):
         get_task("math").load("test")
+
+
+# ---------------------------------------------------------------------------------------- broken files
+def _error(call) -> str:
+    """The UserError message of `call()`, checked to be one line."""
+    with pytest.raises(UserError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and message.strip() == message
+    return message
+
+
+def _gsm8k(path):
+    return lambda: get_task("gsm8k").load("train", path=str(path))
+
+
+def test_bad_jsonl_line_names_its_line(tmp_path, no_data_dir):
+    path = tmp_path / "g.jsonl"
+    good = json.dumps({"question": "1+1?", "answer": "#### 2"})
+    path.write_text(f"{good}\n\n{good}\n{{\"question\": \"x\", answer: 1}}\n{good}\n")  # line 4 is bad
+    assert _error(_gsm8k(path)) == (f"{path}:4: not valid JSON (Expecting property name enclosed in double "
+                                    "quotes, column 19)")
+    with gzip.open(tmp_path / "g.jsonl.gz", "wt") as f:
+        f.write(f"{good}\n{good}\n[1, 2]\n")
+    gz = tmp_path / "g.jsonl.gz"
+    assert _error(_gsm8k(gz)) == f"{gz}:3: expected a JSON object {{...}}, got list"
+
+
+def test_empty_and_blank_files_name_the_file(tmp_path, no_data_dir):
+    for name, text in (("empty.jsonl", ""), ("blank.jsonl", "\n  \n\n")):
+        (tmp_path / name).write_text(text)
+        assert _error(_gsm8k(tmp_path / name)) == (f"{tmp_path / name}: empty file, no rows (expected one JSON "
+                                                   "object per line)")
+    (tmp_path / "empty.json").write_text("[]")
+    assert _error(_gsm8k(tmp_path / "empty.json")) == f"{tmp_path / 'empty.json'}: no rows (an empty list)"
+
+
+def test_corrupt_gzip_and_parquet_are_one_line(tmp_path, no_data_dir):
+    pytest.importorskip("pyarrow")
+    good = json.dumps({"question": "1+1?", "answer": "#### 2"})
+    whole = gzip.compress(("\n".join([good] * 5000)).encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    message = _error(_gsm8k(tmp_path / "cut.jsonl.gz"))
+    assert message.startswith(f"{tmp_path / 'cut.jsonl.gz'}: corrupt or truncated gzip file after line ")
+    (tmp_path / "plain.jsonl.gz").write_text(good)  # not gzipped at all
+    assert _error(_gsm8k(tmp_path / "plain.jsonl.gz")).startswith(
+        f"{tmp_path / 'plain.jsonl.gz'}: corrupt or truncated gzip file (Not a gzipped file")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    message = _error(_gsm8k(tmp_path / "bad.parquet"))
+    assert message.startswith(f"{tmp_path / 'bad.parquet'}: not a readable parquet file (")
+    assert message.count(str(tmp_path)) == 1
+
+
+def test_missing_field_names_the_first_bad_row_and_its_line(tmp_path, no_data_dir):
+    path = tmp_path / "g.jsonl"
+    rows = [{"question": "1+1?", "answer": "#### 2"}, {"question": "2+2?", "solution": "4"}]
+    path.write_text("\n" + "\n".join(json.dumps(r) for r in rows) + "\n")  # a blank first line: row 2 is line 3
+    assert _error(_gsm8k(path)) == (f"{path}:3: missing field 'answer'; expected fields question, answer "
+                                    "(found: question, solution)")
+    (tmp_path / "g.json").write_text(json.dumps(rows))
+    assert _error(_gsm8k(tmp_path / "g.json")).startswith(f"{tmp_path / 'g.json'}: row 2: missing field 'answer';")
+
+
+_GOOD = {
+    "gsm8k": {"question": "1+1?", "answer": "#### 2"},
+    "math": {"problem": "1+1?", "answer": "2"},
+    "mmlu_pro": {"question_id": 1, "question": "q", "options": ["a", "b"], "answer": "A", "category": "math"},
+    "humaneval_plus": {"task_id": "t", "prompt": "def f():\n", "canonical_solution": "    return 1\n",
+                       "entry_point": "f", "test": "def check(f): pass"},
+}
+
+
+@pytest.mark.parametrize(("task", "field", "value", "expected"), [
+    ("gsm8k", "answer", ["#### 2"], "a string or a number, got list"),
+    ("gsm8k", "question", None, "a string, got null"),
+    ("math", "problem", {"text": "x"}, "a string, got object"),
+    ("math", "answer", True, "a string or a number or null, got true/false"),
+    ("mmlu_pro", "options", "ABCD", "a list, got string"),
+    ("humaneval_plus", "canonical_solution", 1, "a string, got integer"),
+])
+def test_mistyped_field_names_row_and_field(tmp_path, no_data_dir, task, field, value, expected):
+    split = "train" if task in ("gsm8k", "math") else "test"
+    good, bad = _GOOD[task], {**_GOOD[task], field: value}
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    message = _error(lambda: get_task(task).load(split, path=str(jsonl)))
+    assert message == f"{jsonl}:2: field '{field}': expected {expected}"
+    if value is None or isinstance(value, (dict, bool)):  # a parquet column has one type
+        return
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    parquet = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist([bad]), parquet)
+    message = _error(lambda: get_task(task).load(split, path=str(parquet)))
+    assert message == f"{parquet}: row 1: field '{field}': expected {expected}"
+
+
+def test_hub_rows_are_checked_too(monkeypatch, no_data_dir):
+    def load_dataset(name, config=None, split=None):
+        return [{"question": "1+1?", "answer": "#### 2"}, {"question": 7, "answer": "#### 2"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    assert _error(lambda: get_task("gsm8k").load("test")) == (
+        "Hub dataset openai/gsm8k: row 2: field 'question': expected a string, got integer")
+
+
+def test_numbers_are_fine_answers(tmp_path, no_data_dir):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"question": "1+1?", "answer": 2}) + "\n")
+    assert get_task("gsm8k").load("train", path=str(path))[0]["answer"] == "2"
+    path.write_text(json.dumps({"problem": "1+1?", "answer": 2}) + "\n")
+    assert get_task("math").load("train", path=str(path))[0]["answer"] == "2"
+
+
+def test_mmlu_pro_answer_that_is_no_letter(tmp_path, no_data_dir):
+    path = tmp_path / "rows.jsonl"
+    row = {"question_id": 7, "question": "q", "options": ["a", "b"], "answer": "?", "category": "math"}
+    path.write_text(json.dumps(row) + "\n")
+    assert _error(lambda: get_task("mmlu_pro").load("test", path=str(path))) == (
+        "mmlu_pro question 7: answer '?' is not a letter A-J (and the row has no answer_index)")
+    path.write_text(json.dumps({**row, "answer_index": 1}) + "\n")
+    assert get_task("mmlu_pro").load("test", path=str(path))[0]["answer"] == "B"

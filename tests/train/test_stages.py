@@ -158,6 +158,66 @@ def test_warmup_resumes_after_an_interruption(tmp_path):
     assert json.loads((recipe.run_dir / "warmup" / "summary.json").read_text())["steps"] == 4
 
 
+def test_a_full_disk_mid_checkpoint_keeps_the_last_one_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from lowres.errors import UserError
+    from lowres.train.resume import checkpoint_problem
+    from lowres.train.warmup import run_warmup
+
+    recipe = make_recipe(tmp_path, warmup={"max_steps": 3, "save_steps": 1})
+    real_save = torch.save
+
+    def disk_fills_at_checkpoint_2(obj, path, *args, **kwargs):
+        if "checkpoint-2" in str(path):
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing "
+                               "file data/0: file write failed")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_at_checkpoint_2)
+    with pytest.raises(UserError) as caught:
+        run_warmup(recipe)
+    checkpoints = recipe.run_dir / "warmup" / "checkpoints"
+    assert str(caught.value) == (f"warmup: the disk is full while writing to {recipe.run_dir / 'warmup'}; free some "
+                                 "space and run the same command again (the last complete checkpoint is kept)")
+    assert checkpoint_problem(checkpoints / "checkpoint-1") is None
+    assert checkpoint_problem(checkpoints / "checkpoint-2") is not None  # torn: no optimizer, no state
+
+    monkeypatch.setattr(torch, "save", real_save)  # space was freed
+    capsys.readouterr()
+    run_warmup(recipe)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "checkpoint-2 is incomplete" in out and "resuming warmup from" in out and "checkpoint-1" in out
+    assert json.loads((recipe.run_dir / "warmup" / "summary.json").read_text())["steps"] == 3
+
+    # The same command once more: finished with the same settings, nothing is retrained.
+    run_warmup(recipe)
+    assert "warmup: finished before with the same settings" in " ".join(capsys.readouterr().out.split())
+
+
+def test_out_of_gpu_memory_in_training_is_one_line_and_exit_3(tmp_path, monkeypatch):
+    import torch
+    import yaml
+    from click.testing import CliRunner
+    from trl import SFTTrainer
+
+    from lowres.cli import cli
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.6 GiB total)")
+
+    monkeypatch.setattr(SFTTrainer, "train", out_of_memory)
+    recipe = make_recipe(tmp_path)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe.to_dict()))
+    result = CliRunner().invoke(cli, ["warmup", str(path)])
+    assert result.exit_code == 3
+    assert result.output.strip().splitlines()[-1] == (
+        "error: warmup: out of GPU memory; lower warmup.per_device_train_batch_size (2) or model.max_seq_length "
+        "(1024), or set warmup.load_in_4bit: true (gradient checkpointing is off)")
+    assert "Traceback" not in result.output
+
+
 class SingleDigitSums:
     """A task the 135M model sometimes gets right at T=0.7, so GRPO groups have reward variance."""
 

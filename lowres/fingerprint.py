@@ -1,0 +1,126 @@
+"""What a stage's output depends on, as a short hash: the stage fingerprint.
+
+`lowres run` skips a stage whose folder holds a done marker with the same fingerprint, and a training
+stage resumes only from checkpoints made under the same fingerprint (lowres.train.resume). So a
+fingerprint must change whenever the output would: the recipe's settings for the stage and every
+stage before it, the *contents* of the files it reads (warmup traces, target data, plugin code —
+hashed, the hash cached by size and modification time so a large file is read once), the model
+(a local folder's weight files by size and modification time; a hub model's revision is recorded in
+the done marker and compared there, see `hub_revision`), and the lowres version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lowres import __version__
+from lowres.artifacts import read_json, write_json
+from lowres.models import EMBEDDED_PREFIX, lowres_home
+from lowres.recipe import Recipe
+
+# Files in a model folder that decide what the model computes.
+_MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf", ".txt")
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of dataclasses, dicts, lists and strings."""
+    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _digest_cache() -> Path:
+    return lowres_home() / "file-digests.json"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's contents, cached by (path, size, mtime) in $LOWRES_HOME."""
+    path = Path(path).expanduser().resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = read_json(_digest_cache()) or {}
+    if key in cache:
+        return cache[key]
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    digest = sha.hexdigest()
+    cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}  # drop stale entries
+    cache[key] = digest
+    try:
+        _digest_cache().parent.mkdir(parents=True, exist_ok=True)
+        write_json(_digest_cache(), cache)
+    except OSError:
+        pass  # a read-only home only costs re-hashing next time
+    return digest
+
+
+def file_identity(path: str | None) -> dict | None:
+    """A data or code file as the fingerprint sees it: its contents' hash (None: no file given)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return {"path": str(path), "missing": True}
+    return {"path": str(path), "sha256": file_digest(p)}
+
+
+def model_identity(ref: str) -> dict:
+    """The model a recipe names. A local folder: its weight and config files by size and mtime
+    (hashing gigabytes on every plan would be slow); embedded: the name (its conversion is fixed per
+    lowres version); a hub id: the id (the revision is checked against the done marker)."""
+    if ref.startswith(EMBEDDED_PREFIX):
+        return {"embedded": ref}
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()
+                       if p.is_file() and p.name.endswith(_MODEL_FILE_SUFFIXES))
+        return {"folder": str(folder.resolve()), "files": files}
+    return {"hub": ref}
+
+
+def hub_revision(ref: str) -> str | None:
+    """The commit of a hub model in the local Hugging Face cache (what a load would use), if any."""
+    if ref.startswith(EMBEDDED_PREFIX) or Path(ref).expanduser().exists() or ref.count("/") != 1:
+        return None
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return None
+    refs = Path(HF_HUB_CACHE) / ("models--" + ref.replace("/", "--")) / "refs" / "main"
+    try:
+        return refs.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _plugins_identity(recipe: Recipe) -> list:
+    return [file_identity(p) if p.endswith(".py") else p for p in recipe.plugins]
+
+
+def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
+    """Fingerprints of base, warmup, merge and rlvr; a change anywhere upstream changes them."""
+    base = fingerprint(__version__, model_identity(recipe.model.name_or_path), recipe.model, recipe.seed)
+    warm_data = recipe.data.warmup
+    warmup = fingerprint(base, warm_data, recipe.warmup,
+                         None if warm_data.source == "kk-solver" else file_identity(warm_data.source))
+    merge = fingerprint(warmup, recipe.merge)
+    start = merge if recipe.rlvr.start_from == "warmup" else base
+    target = recipe.data.target
+    # The training rows are chosen disjoint from the questions the eval scores, so those count too.
+    eval_overlap = (target.task in recipe.eval.tasks, recipe.eval.limit_for(target.task))
+    rlvr = fingerprint(start, target, file_identity(target.path), os.environ.get("LOWRES_DATA_DIR"),
+                       _plugins_identity(recipe), eval_overlap, recipe.rlvr)
+    return {"base": base, "warmup": warmup, "merge": merge, "rlvr": rlvr}
+
+
+def eval_fingerprint(recipe: Recipe, made_by: str) -> str:
+    """One model's evaluation: the fingerprint of the stage that made the model, and the eval settings."""
+    return fingerprint(stage_fingerprints(recipe)[made_by], recipe.eval, _plugins_identity(recipe),
+                       os.environ.get("LOWRES_DATA_DIR"))

@@ -1,0 +1,96 @@
+"""Everything about a recipe that can be checked before any work: `lowres validate`, `run --dry-run`
+and the start of `run`, `warmup`, `rlvr` and `bench` call `check_recipe`.
+
+The recipe parser (lowres.recipe) checks the file's shape: keys, types, ranges, stage order. This
+checks what the recipe points at: task names, the model, the data files (they exist and their rows
+parse), and the output folder — each as one line naming the key and what to fix, in seconds, so a
+typo in `eval.tasks` fails now rather than after an hour of training.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+from lowres.artifacts import check_output_folder
+from lowres.errors import UserError
+from lowres.models import EMBEDDED, EMBEDDED_PREFIX, check_model_folder
+from lowres.recipe import Recipe, RecipeError
+
+# owner/name as the Hub spells repository ids (a bare name is an old-style id, e.g. gpt2).
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+
+
+def _blame(recipe: Recipe, where: str, problem: str) -> RecipeError:
+    return RecipeError(f"{recipe.source}: {where}: {problem}", where, problem)
+
+
+def check_model_ref(ref: str) -> str | None:
+    """What is wrong with a model reference, or None: an embedded name we ship, an existing model
+    folder, or something shaped like a Hub id."""
+    if ref.startswith(EMBEDDED_PREFIX):
+        name = ref[len(EMBEDDED_PREFIX):]
+        if name in EMBEDDED:
+            return None
+        close = difflib.get_close_matches(name, list(EMBEDDED), n=1)
+        hint = f"did you mean {EMBEDDED_PREFIX}{close[0]}?" if close else \
+            "embedded models: " + ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED)
+        return f"no embedded model {name!r}; {hint}"
+    path = Path(ref).expanduser()
+    if path.exists():
+        try:
+            check_model_folder(path, ref)
+        except UserError as e:
+            return str(e)
+        return None
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or not _HUB_ID.match(ref):
+        return f"no such folder {ref}, and not a Hugging Face Hub id (owner/name)"
+    return None
+
+
+def _check_task(recipe: Recipe, where: str, name: str) -> None:
+    from lowres.tasks import get_task
+
+    try:
+        get_task(name)
+    except UserError as e:
+        raise _blame(recipe, where, str(e)) from None
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Raise a one-line RecipeError for the first thing in `recipe` that cannot work."""
+    stages = recipe.stages
+    problem = check_model_ref(recipe.model.name_or_path)
+    if problem:
+        raise _blame(recipe, "model.name_or_path", problem)
+    if "rlvr" in stages:
+        _check_task(recipe, "data.target.task", recipe.data.target.task)
+    if "eval" in stages:
+        for i, name in enumerate(recipe.eval.tasks):
+            _check_task(recipe, f"eval.tasks[{i}]", name)
+    source = recipe.data.warmup.source
+    if "warmup" in stages and source != "kk-solver":
+        from lowres.train.warmup import read_trace_file
+
+        if not Path(source).expanduser().is_file():
+            raise _blame(recipe, "data.warmup.source", f"no such file {source} (or use kk-solver)")
+        try:
+            read_trace_file(Path(source).expanduser())
+        except UserError as e:
+            raise _blame(recipe, "data.warmup.source", str(e)) from None
+    target = recipe.data.target
+    if "rlvr" in stages and target.path is not None:
+        from lowres.tasks import get_task
+
+        if not Path(target.path).expanduser().is_file():
+            raise _blame(recipe, "data.target.path", f"no such file {target.path}")
+        kwargs = {"category": target.category} if target.category else {}
+        try:
+            get_task(target.task).load("train", path=target.path, **kwargs)
+        except UserError as e:
+            raise _blame(recipe, "data.target.path", str(e)) from None
+    try:
+        check_output_folder(recipe.run_dir)
+    except UserError as e:
+        raise _blame(recipe, "output.dir", str(e)) from None

@@ -1,0 +1,61 @@
+"""What a recipe points at is checked before any work: by `validate`, `run --dry-run` and `run`."""
+
+import pytest
+from click.testing import CliRunner
+
+from lowres.cli import cli
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.target.task=gsm9k", "data.target.task: unknown task 'gsm9k'; did you mean 'gsm8k'?"),
+    ("eval.tasks=[kk_easy, nosuchtask]", "eval.tasks[1]: unknown task 'nosuchtask'"),
+    ("model.name_or_path=embedded:smollm3", "model.name_or_path: no embedded model 'smollm3'; "
+                                            "did you mean embedded:smollm2-135m?"),
+    ("model.name_or_path=./my-model", "model.name_or_path: no such folder ./my-model, and not a Hugging Face Hub id"),
+    ("data.warmup.source=missing.jsonl", "data.warmup.source: no such file missing.jsonl"),
+    ("data.target.path=missing.jsonl", "data.target.path: no such file missing.jsonl"),
+])
+@pytest.mark.parametrize("command", [["validate", "demo"], ["run", "demo", "--dry-run"], ["run", "demo"]])
+def test_what_the_recipe_points_at_is_checked_first(tmp_path, monkeypatch, override, expected, command):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, [*command, "--set", override])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.output
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
+def test_a_broken_data_file_is_named_with_its_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "traces.jsonl").write_text('{"prompt": "q", "completion": "a"}\n{"prompt": \n')
+    result = CliRunner().invoke(cli, ["validate", "demo", "--set", "data.warmup.source=traces.jsonl"])
+    assert result.exit_code == 2
+    assert "data.warmup.source: traces.jsonl:2: not valid JSON" in result.output
+
+
+def test_a_model_folder_without_weights_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["run", "demo", "--dry-run", "--set", "model.name_or_path=m"])
+    assert result.exit_code == 2 and "model.name_or_path: m: no model weights" in result.output
+
+
+def test_a_hub_id_passes_without_the_network(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["validate", "demo", "--set", "model.name_or_path=Qwen/Qwen2.5-0.5B"])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_unknown_force_stage_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["run", "demo", "--dry-run", "--set", "stages=[warmup, merge]",
+                                      "--force", "rlvr"])
+    assert result.exit_code == 2
+    assert "--force rlvr: not one of this recipe's stages (warmup, merge)" in result.output
+
+
+def test_brackets_in_an_error_print_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["validate", "demo", "--set", "eval.tasks=[gsm9k]"])
+    assert result.exit_code == 2 and "plugins: [my_tasks.py]" in result.output  # not eaten as markup
