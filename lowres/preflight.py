@@ -71,7 +71,7 @@ def check_recipe(recipe: Recipe) -> None:
             _check_task(recipe, f"eval.tasks[{i}]", name)
     source = recipe.data.warmup.source
     if "warmup" in stages and source != "kk-solver":
-        from lowres.train.warmup import read_trace_file
+        from lowres.tasks.data import read_trace_file
 
         if not Path(source).expanduser().is_file():
             raise _blame(recipe, "data.warmup.source", f"no such file {source} (or use kk-solver)")

@@ -59,3 +59,26 @@ def test_brackets_in_an_error_print_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["validate", "demo", "--set", "eval.tasks=[gsm9k]"])
     assert result.exit_code == 2 and "plugins: [my_tasks.py]" in result.output  # not eaten as markup
+
+
+def test_checking_a_recipe_imports_no_training_library(tmp_path):
+    """The training commands check the recipe before Unsloth is imported, and Unsloth must come before
+    transformers, peft, trl and datasets (lowres.hardware.import_unsloth_first): the checks may not
+    import them."""
+    import subprocess
+    import sys
+
+    traces = tmp_path / "t.jsonl"
+    traces.write_text('{"prompt": "q", "completion": "a"}\n')
+    code = f"""
+import sys
+from lowres.cli import cli
+from lowres.preflight import check_recipe
+from lowres.recipe import bundled_recipes, load_recipe
+for path in bundled_recipes().values():
+    check_recipe(load_recipe(path, ["data.warmup.source={traces}"]))
+print([m for m in ("transformers", "peft", "trl", "datasets", "bitsandbytes", "unsloth") if m in sys.modules])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -266,3 +266,30 @@ def _load_hub(hub: HubSource, what: str) -> list[dict[str, Any]]:
 def local_candidates(folder: str, stem: str) -> list[str]:
     """`folder/stem` with each supported suffix, for tasks whose files follow the plain naming."""
     return [f"{folder}/{stem}{suffix}" for suffix in SUFFIXES]
+
+
+def read_trace_file(path: Path) -> list[dict]:
+    """Rows with `prompt` (a question string, or chat messages {role, content}) and `completion` (a
+    string), from a .jsonl, .jsonl.gz, .json or .parquet file (`lowres kk traces` writes .jsonl and
+    .parquet). Any other suffix is read as JSON Lines. Bad input is a one-line UserError naming the file,
+    the line (JSON Lines) or row, and the field."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "a folder, not a warmup data file" if path.is_dir() else "no such warmup data file"
+        raise UserError(f"{path}: {what} (expected .jsonl or .parquet with prompt and completion fields, "
+                        "as `lowres kk traces` writes)")
+    rows, lines = read_rows_with_lines(path, other_suffixes_as_jsonl=True)
+    require_columns(rows, ("prompt", "completion"), str(path),
+                    types={"prompt": (str, list), "completion": str}, lines=lines)
+    for index, row in enumerate(rows):
+        if isinstance(row["prompt"], str):
+            continue
+        where = f"{path}:{lines[index]}" if lines else f"{path}: row {index + 1}"
+        if not row["prompt"]:
+            raise UserError(f"{where}: field 'prompt': an empty list of messages")
+        for number, message in enumerate(row["prompt"], 1):
+            if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                    and isinstance(message.get("content"), str)):
+                raise UserError(f"{where}: field 'prompt': message {number} needs 'role' and 'content' "
+                                "strings (a chat message {\"role\": \"user\", \"content\": \"...\"})")
+    return rows

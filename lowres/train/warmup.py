@@ -22,40 +22,12 @@ from lowres.hardware import detect
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, dump_recipe
 from lowres.tasks.base import r1_messages
+from lowres.tasks.data import read_trace_file
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
 from lowres.train.common import drop_default_printer, oom_guard, precision_flags
 from lowres.train.resume import finished_before, mark_finished, prepare_resume
 from lowres.ui import console
-
-
-def read_trace_file(path: Path) -> list[dict]:
-    """Rows with `prompt` (a question string, or chat messages {role, content}) and `completion` (a
-    string), from a .jsonl, .jsonl.gz, .json or .parquet file (`lowres kk traces` writes .jsonl and
-    .parquet). Any other suffix is read as JSON Lines. Bad input is a one-line UserError naming the file,
-    the line (JSON Lines) or row, and the field."""
-    from lowres.tasks.data import read_rows_with_lines, require_columns
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        what = "a folder, not a warmup data file" if path.is_dir() else "no such warmup data file"
-        raise UserError(f"{path}: {what} (expected .jsonl or .parquet with prompt and completion fields, "
-                        "as `lowres kk traces` writes)")
-    rows, lines = read_rows_with_lines(path, other_suffixes_as_jsonl=True)
-    require_columns(rows, ("prompt", "completion"), str(path),
-                    types={"prompt": (str, list), "completion": str}, lines=lines)
-    for index, row in enumerate(rows):
-        if isinstance(row["prompt"], str):
-            continue
-        where = f"{path}:{lines[index]}" if lines else f"{path}: row {index + 1}"
-        if not row["prompt"]:
-            raise UserError(f"{where}: field 'prompt': an empty list of messages")
-        for number, message in enumerate(row["prompt"], 1):
-            if not (isinstance(message, dict) and isinstance(message.get("role"), str)
-                    and isinstance(message.get("content"), str)):
-                raise UserError(f"{where}: field 'prompt': message {number} needs 'role' and 'content' "
-                                "strings (a chat message {\"role\": \"user\", \"content\": \"...\"})")
-    return rows
 
 
 def load_warmup_examples(recipe: Recipe) -> list[dict]:

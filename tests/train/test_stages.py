@@ -4,7 +4,6 @@ import json
 import re
 
 import pytest
-from transformers import TrainerCallback
 
 from lowres.recipe import recipe_from_dict
 from lowres.tasks import Score, register_task
@@ -132,32 +131,6 @@ def test_merge_refuses_to_overwrite_the_base_and_bad_adapters(warmed, tmp_path):
         run_merge(base, tmp_path, tmp_path / "m")
 
 
-class Crash(TrainerCallback):
-    """Simulates a killed process: raise in the middle of step `at` (after checkpoint at-1)."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt
-
-
-def test_warmup_resumes_after_an_interruption(tmp_path):
-    from lowres.train.warmup import run_warmup
-
-    recipe = make_recipe(tmp_path, warmup={"max_steps": 4, "save_steps": 2})
-    with pytest.raises(KeyboardInterrupt):
-        run_warmup(recipe, callbacks=(Crash(3),))
-    metrics = recipe.run_dir / "warmup" / "metrics.jsonl"
-    steps_before = [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if "loss" in r]
-    assert steps_before == [1, 2]
-    run_warmup(recipe)
-    steps = [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if "loss" in r]
-    assert steps == [1, 2, 3, 4]  # steps 1-2 were not redone
-    assert json.loads((recipe.run_dir / "warmup" / "summary.json").read_text())["steps"] == 4
-
-
 def test_a_full_disk_mid_checkpoint_keeps_the_last_one_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
     import torch
 
@@ -165,7 +138,7 @@ def test_a_full_disk_mid_checkpoint_keeps_the_last_one_and_the_rerun_resumes(tmp
     from lowres.train.resume import checkpoint_problem
     from lowres.train.warmup import run_warmup
 
-    recipe = make_recipe(tmp_path, warmup={"max_steps": 3, "save_steps": 1})
+    recipe = make_recipe(tmp_path, warmup={"max_steps": 2, "save_steps": 1})
     real_save = torch.save
 
     def disk_fills_at_checkpoint_2(obj, path, *args, **kwargs):
@@ -188,7 +161,10 @@ def test_a_full_disk_mid_checkpoint_keeps_the_last_one_and_the_rerun_resumes(tmp
     run_warmup(recipe)
     out = " ".join(capsys.readouterr().out.split())
     assert "checkpoint-2 is incomplete" in out and "resuming warmup from" in out and "checkpoint-1" in out
-    assert json.loads((recipe.run_dir / "warmup" / "summary.json").read_text())["steps"] == 3
+    assert json.loads((recipe.run_dir / "warmup" / "summary.json").read_text())["steps"] == 2
+    # Step 1 was saved and not redone; step 2 was lost with its checkpoint and done again, logged once.
+    assert [r["step"] for r in map(json.loads, (recipe.run_dir / "warmup" / "metrics.jsonl").read_text()
+                                   .splitlines()) if "loss" in r] == [1, 2]
 
     # The same command once more: finished with the same settings, nothing is retrained.
     run_warmup(recipe)

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from lowres.cli import cli
 from lowres.errors import UserError
-from lowres.train.warmup import read_trace_file
+from lowres.tasks.data import read_trace_file
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
 
