@@ -172,32 +172,24 @@ def output_file(path: str | os.PathLike, what: str = "output file") -> Path:
     return path
 
 
-def output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
-    """Check that `path` is (or can become) a writable folder; creates it."""
+def output_folder(path: str | os.PathLike, what: str = "output folder", create: bool = True) -> Path:
+    """Check that `path` is (or can become) a writable folder, and create it. With create=False
+    (for checks such as `lowres validate`, which must leave no trace) `path`, or its nearest existing
+    parent, must be a writable folder."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: is a file; the {what} must be a folder")
     existing = _nearest_existing(path)
     if not existing.is_dir():
         raise UserError(f"{path}: {existing} is a file, not a folder")
+    if not create:
+        _probe_writable(existing, existing)
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{path}: cannot create the folder ({os.strerror(e.errno)})") from None
     _probe_writable(path, path)
-    return path
-
-
-def check_output_folder(path: str | os.PathLike) -> Path:
-    """Like `output_folder`, but creates nothing: `path` or its nearest existing parent must be a
-    writable folder (for checks such as `lowres validate` that must leave no trace)."""
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{path}: is a file, not a folder")
-    existing = _nearest_existing(path)
-    if not existing.is_dir():
-        raise UserError(f"{path}: {existing} is a file, not a folder")
-    _probe_writable(existing, existing)
     return path
 
 

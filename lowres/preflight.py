@@ -10,10 +10,11 @@ typo in `eval.tasks` fails now rather than after an hour of training.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from pathlib import Path
 
-from lowres.artifacts import check_output_folder
+from lowres.artifacts import output_folder
 from lowres.errors import UserError
 from lowres.models import EMBEDDED, EMBEDDED_PREFIX, check_model_folder
 from lowres.recipe import Recipe, RecipeError
@@ -90,7 +91,12 @@ def check_recipe(recipe: Recipe) -> None:
             get_task(target.task).load("train", path=target.path, **kwargs)
         except UserError as e:
             raise _blame(recipe, "data.target.path", str(e)) from None
+    for tracker, modules, install in (("tensorboard", ("tensorboard", "tensorboardX"), "tensorboard"),
+                                      ("wandb", ("wandb",), "wandb")):
+        if tracker in recipe.output.report_to and not any(importlib.util.find_spec(m) for m in modules):
+            raise _blame(recipe, "output.report_to", f"{tracker} is not installed: pip install {install} "
+                                                      "(or remove it from report_to)")
     try:
-        check_output_folder(recipe.run_dir)
+        output_folder(recipe.run_dir, "run folder", create=False)
     except UserError as e:
         raise _blame(recipe, "output.dir", str(e)) from None

@@ -82,3 +82,15 @@ print([m for m in ("transformers", "peft", "trl", "datasets", "bitsandbytes", "u
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_tracker_that_is_not_installed_is_named_before_training(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.chdir(tmp_path)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb"
+                        else real_find_spec(name, *a))
+    result = CliRunner().invoke(cli, ["validate", "demo", "--set", "output.report_to=[wandb]"])
+    assert result.exit_code == 2
+    assert "output.report_to: wandb is not installed: pip install wandb (or remove it from report_to)" in result.output

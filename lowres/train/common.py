@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from lowres.errors import OutOfMemory
 from lowres.hardware import Hardware
@@ -58,3 +59,40 @@ def drop_default_printer(trainer) -> None:
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+
+
+def save_stage_output(out_dir: Path, stage: str, trainer, tokenizer, recipe, summary: dict) -> Path:
+    """A training stage's outputs, each written whole or not at all: the adapter (with the tokenizer),
+    recipe.yaml and summary.json; then the checkpoints are marked as belonging to a finished run.
+    Returns the adapter folder."""
+    from lowres import artifacts
+    from lowres.recipe import dump_recipe
+    from lowres.train.resume import mark_finished
+
+    adapter_dir = out_dir / "adapter"
+    with artifacts.disk_guard(out_dir, stage):
+        with artifacts.building_folder(adapter_dir) as tmp:
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        artifacts.write_text(out_dir / "recipe.yaml", dump_recipe(recipe))
+        artifacts.write_json(out_dir / "summary.json", summary)
+        mark_finished(out_dir)
+    return adapter_dir
+
+
+def tracking_args(recipe, stage: str, out_dir: Path) -> dict:
+    """TrainingArguments for `output.report_to`: TensorBoard event files in <stage>/tensorboard/ (not
+    under checkpoints/, which a fresh start sets aside), and a Weights & Biases run named
+    <recipe>-<stage> with the whole recipe as its config."""
+    import os
+
+    report_to = list(recipe.output.report_to)
+    if "tensorboard" in report_to:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(out_dir) / "tensorboard")  # read by transformers
+    if "wandb" in report_to:
+        import wandb
+
+        if wandb.run is None:  # transformers' WandbCallback logs into the run that is open
+            wandb.init(project=os.environ.get("WANDB_PROJECT", "lowres"), name=f"{recipe.name}-{stage}",
+                       config=recipe.to_dict())
+    return {"report_to": report_to or "none", "run_name": f"{recipe.name}-{stage}"}

@@ -79,7 +79,8 @@ def checkpoint_problem(folder: Path) -> str | None:
 
 
 def set_aside_checkpoints(stage_dir: Path, stage: str, why: str) -> None:
-    """Move a stage's checkpoints (and the metrics they logged) out of the way, saying why."""
+    """Move a stage's checkpoints (and the metrics and TensorBoard events they logged) out of the way,
+    saying why."""
     stage_dir = Path(stage_dir)
     folder = stage_dir / "checkpoints"
     n = len(_checkpoints(folder))
@@ -88,6 +89,8 @@ def set_aside_checkpoints(stage_dir: Path, stage: str, why: str) -> None:
         set_aside(folder, into / "checkpoints")
     if (stage_dir / "metrics.jsonl").is_file():
         set_aside(stage_dir / "metrics.jsonl", into / "metrics.jsonl")
+    if (stage_dir / "tensorboard").is_dir():  # so the new run's curves are not drawn over the old ones
+        set_aside(stage_dir / "tensorboard", into / "tensorboard")
     if n:
         console.print(f"[yellow]{stage}: {n} checkpoint{'s' if n != 1 else ''} {why}: set aside to {into}; "
                       "starting fresh[/yellow]")

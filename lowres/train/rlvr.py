@@ -23,20 +23,25 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lowres import artifacts
-from lowres.artifacts import building_folder, disk_guard, output_folder
+from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import fingerprint, stage_fingerprints
 from lowres.hardware import Hardware, detect
 from lowres.prompting import render_prompt
-from lowres.recipe import Recipe, check_rlvr_settings, dump_recipe
+from lowres.recipe import Recipe, check_rlvr_settings
 from lowres.rewards import reward_functions
 from lowres.tasks import get_task
 from lowres.tasks.sampling import disjoint_train_subset
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
-from lowres.train.common import drop_default_printer, oom_guard, precision_flags
-from lowres.train.resume import finished_before, mark_finished, prepare_resume
+from lowres.train.common import (
+    drop_default_printer,
+    oom_guard,
+    precision_flags,
+    save_stage_output,
+    tracking_args,
+)
+from lowres.train.resume import finished_before, prepare_resume
 from lowres.ui import console
 
 
@@ -172,7 +177,7 @@ def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpoint
         num_iterations=cfg.num_iterations,
         reward_weights=[1.0, cfg.format_reward_weight] if cfg.format_reward_weight else None,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
-        report_to=list(recipe.output.report_to) or "none", seed=recipe.seed, disable_tqdm=True,
+        **tracking_args(recipe, "rlvr", out_dir), seed=recipe.seed, disable_tqdm=True,
         use_cpu=hw.device == "cpu", log_completions=False, gradient_checkpointing=gradient_checkpointing,
         **precision_flags(hw),
     )
@@ -232,18 +237,11 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     finally:
         live.close()
 
-    adapter_dir = out_dir / "adapter"
     summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset),
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
                "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype,
                "gradient_checkpointing": checkpointing, "peak_memory": peak_memory()}
-    with disk_guard(out_dir, "rlvr"):
-        with building_folder(adapter_dir) as tmp:
-            trainer.model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        artifacts.write_text(out_dir / "recipe.yaml", dump_recipe(recipe))
-        artifacts.write_json(out_dir / "summary.json", summary)
-        mark_finished(out_dir)
+    adapter_dir = save_stage_output(out_dir, "rlvr", trainer, tokenizer, recipe, summary)
 
     console.print(f"rlvr: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
     return out_dir

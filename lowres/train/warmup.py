@@ -14,19 +14,24 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from lowres import artifacts
-from lowres.artifacts import building_folder, disk_guard, output_folder
+from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import stage_fingerprints
 from lowres.hardware import detect
 from lowres.prompting import render_prompt
-from lowres.recipe import Recipe, dump_recipe
+from lowres.recipe import Recipe
 from lowres.tasks.base import r1_messages
 from lowres.tasks.data import read_trace_file
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
-from lowres.train.common import drop_default_printer, oom_guard, precision_flags
-from lowres.train.resume import finished_before, mark_finished, prepare_resume
+from lowres.train.common import (
+    drop_default_printer,
+    oom_guard,
+    precision_flags,
+    save_stage_output,
+    tracking_args,
+)
+from lowres.train.resume import finished_before, prepare_resume
 from lowres.ui import console
 
 
@@ -111,7 +116,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         max_length=recipe.model.max_seq_length, packing=cfg.packing, completion_only_loss=True,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
         eval_strategy="steps" if held_out else "no", eval_steps=cfg.save_steps if held_out else None,
-        report_to=list(recipe.output.report_to) or "none", seed=recipe.seed, disable_tqdm=True,
+        **tracking_args(recipe, "warmup", out_dir), seed=recipe.seed, disable_tqdm=True,
         include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
         gradient_checkpointing=checkpointing, **precision_flags(hw),
     )
@@ -142,14 +147,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         "backend": hw.backend, "dtype": hw.dtype, "gradient_checkpointing": checkpointing,
         "peak_memory": peak_memory(),
     }
-    adapter_dir = out_dir / "adapter"
-    with disk_guard(out_dir, "warmup"):
-        with building_folder(adapter_dir) as tmp:
-            trainer.model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        artifacts.write_text(out_dir / "recipe.yaml", dump_recipe(recipe))
-        artifacts.write_json(out_dir / "summary.json", summary)
-        mark_finished(out_dir)
+    adapter_dir = save_stage_output(out_dir, "warmup", trainer, tokenizer, recipe, summary)
     console.print(f"warmup: {result.global_step} steps, train loss {result.training_loss:.4f}"
                   + (f", held-out loss {eval_loss:.4f}" if eval_loss is not None else "") + f" → {adapter_dir}")
     return out_dir

@@ -26,6 +26,25 @@ def make_recipe(tmp_path, **sections):
     return recipe_from_dict(raw, "test")
 
 
+def tensorboard_scalars(folder, tag):
+    """(step, value) of one scalar in the TensorBoard event files under `folder` (TFRecord framing:
+    length, its CRC, the Event proto, its CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    points = []
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            points += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+    return points
+
+
 def logged(path, key):
     return [r[key] for r in map(json.loads, path.read_text().splitlines()) if key in r]
 
@@ -222,8 +241,11 @@ def test_grpo_two_steps_writes_an_adapter_and_logs_zero_variance(tmp_path):
         tmp_path, stages=["rlvr"],
         data={"target": {"task": "test_sums", "n_examples": 16}},
         rlvr={"start_from": "base", "max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
-              "max_prompt_length": 128, "max_completion_length": 16, "learning_rate": 1e-5, "save_steps": 1})
+              "max_prompt_length": 128, "max_completion_length": 16, "learning_rate": 1e-5, "save_steps": 1},
+        output={"report_to": ["tensorboard"]})
     out = run_rlvr(recipe)
+    # output.report_to: [tensorboard] wrote event files holding the reward, one point per step.
+    assert [step for step, _ in tensorboard_scalars(out / "tensorboard", "train/reward")] == [1, 2]
     metrics = out / "metrics.jsonl"
     zero_var = logged(metrics, "frac_reward_zero_std")
     assert len(zero_var) == 2 and all(0.0 <= f <= 1.0 for f in zero_var)
