@@ -134,12 +134,8 @@ def _trim_metrics(path: Path, step: int) -> None:
     """Keep the log lines of steps up to `step` (the resumed one); later steps will be redone."""
     if not path.is_file():
         return
-    records = read_jsonl(path)
-    kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]
-    if step == 0:
-        kept = []
-    if len(kept) != len(records) or path.read_text(encoding="utf-8", errors="replace").count("\n") != len(records):
-        write_jsonl(path, kept)
+    # Rewritten whole (a small file): this also drops a line torn by the crash.
+    write_jsonl(path, [r for r in read_jsonl(path) if isinstance(r.get("step"), int) and r["step"] <= step])
 
 
 def mark_finished(stage_dir: Path) -> None:
