@@ -454,6 +454,30 @@ def merge(base_ref: str, adapter: Path, out: Path, dtype: str, tolerance: float,
 
 
 @cli.command()
+@click.argument("run_or_model", type=click.Path(path_type=Path), metavar="RUN_OR_MODEL")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the exported model.")
+@click.option("--adapter", type=click.Path(path_type=Path), help="With a model folder: a LoRA adapter to merge in.")
+@click.option("--chat-template", type=click.Choice(["model", "r1"]),
+              help="Prompt format to save (default: the run's model.chat_template; model for a model folder).")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+              help="Merge and save in this dtype (default: the run's model.dtype; auto: fp32 on a CPU).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--ollama", "ollama_name", metavar="NAME", help="Write a Modelfile and run `ollama create NAME`.")
+@click.option("--gguf", is_flag=True, help="Also write a GGUF file with llama.cpp's converter (see --llama-cpp).")
+@click.option("--llama-cpp", type=click.Path(path_type=Path), help="A llama.cpp checkout (has convert_hf_to_gguf.py).")
+@click.option("--push-to-hub", "repo_id", metavar="REPO", help="Upload the folder to this Hugging Face Hub repo.")
+@click.option("--private", is_flag=True, help="With --push-to-hub: create the repo private.")
+def export(run_or_model: Path, out: Path, adapter: Path | None, chat_template: str | None, dtype: str | None,
+           force: bool, ollama_name: str | None, gguf: bool, llama_cpp: Path | None, repo_id: str | None,
+           private: bool) -> None:
+    """Export a run's final model (or a model folder + adapter): merged weights, tokenizer, chat template, card."""
+    from lowres.export import run_export
+
+    run_export(run_or_model, out, adapter=adapter, chat_template=chat_template, dtype=dtype, force=force,
+               ollama=ollama_name, gguf=gguf, llama_cpp=llama_cpp, push_to_hub=repo_id, private=private)
+
+
+@cli.command()
 @click.argument("recipe_file", metavar="RECIPE")
 @set_option
 @click.option("--model", "model_ref", help="Start model (default: runs/<name>/merge, or the base "
@@ -490,13 +514,20 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, ou
 @click.option("--out", type=click.Path(path_type=Path), help="Results folder (default runs/eval/<model>).")
 @click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|MODULE",
               help="A Python file or module that registers your own tasks (repeatable), as a recipe's plugins:.")
+@click.option("--task-spec", "task_specs", multiple=True, metavar="FILE.yaml",
+              help="A YAML file whose top-level tasks: mapping defines tasks without Python (a recipe file is one; "
+                   "repeatable); --tasks can then name them.")
 def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_new_tokens, limit_text, batch_size,
-                 chat_template, seed, dtype, label, table, out, plugins) -> None:
+                 chat_template, seed, dtype, label, table, out, plugins, task_specs) -> None:
     """Evaluate a model (hub id, folder, merged checkpoint, or base + --adapter) on tasks: mean accuracy
     ± std over samples, pass@k, format errors, completion length; per-sample JSONL."""
     from lowres.tasks.plugins import load_plugins
 
     load_plugins(list(plugins))
+    from lowres.recipe import load_task_specs
+
+    for spec_file in task_specs:
+        load_task_specs(spec_file)
     from lowres.evaluate import GenerationSettings, evaluate_model
     from lowres.report import results_table
 

@@ -104,6 +104,13 @@ def _plugins_identity(recipe: Recipe) -> list:
     return [file_identity(p) if p.endswith(".py") else p for p in recipe.plugins]
 
 
+def _tasks_identity(recipe: Recipe) -> list:
+    """The recipe's tasks: each spec and the contents of its local train and test files."""
+    return [(name, dataclasses.asdict(spec), *(None if src is None or src.startswith("hf:") else file_identity(src)
+                           for src in (spec.train, spec.test)))
+            for name, spec in sorted(recipe.tasks.items())]
+
+
 def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
     """Fingerprints of base, warmup, merge and rlvr; a change anywhere upstream changes them."""
     base = fingerprint(__version__, model_identity(recipe.model.name_or_path), recipe.model, recipe.seed)
@@ -116,11 +123,17 @@ def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
     # The training rows are chosen disjoint from the questions the eval scores, so those count too.
     eval_overlap = (target.task in recipe.eval.tasks, recipe.eval.limit_for(target.task))
     rlvr = fingerprint(start, target, file_identity(target.path), os.environ.get("LOWRES_DATA_DIR"),
-                       _plugins_identity(recipe), eval_overlap, recipe.rlvr)
+                       _plugins_identity(recipe), eval_overlap, recipe.rlvr, *_task_parts(recipe))
     return {"base": base, "warmup": warmup, "merge": merge, "rlvr": rlvr}
 
 
 def eval_fingerprint(recipe: Recipe, made_by: str) -> str:
     """One model's evaluation: the fingerprint of the stage that made the model, and the eval settings."""
     return fingerprint(stage_fingerprints(recipe)[made_by], recipe.eval, _plugins_identity(recipe),
-                       os.environ.get("LOWRES_DATA_DIR"))
+                       os.environ.get("LOWRES_DATA_DIR"), *_task_parts(recipe))
+
+
+def _task_parts(recipe: Recipe) -> tuple:
+    """Extra fingerprint parts for a recipe's `tasks:`; none without them, so the fingerprints of recipes
+    that define no tasks stay what they were (their finished stages are not run again)."""
+    return (_tasks_identity(recipe),) if recipe.tasks else ()

@@ -208,6 +208,8 @@ def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: st
         args += ["--adapter", str(adapter)]
     for plugin in recipe.plugins:  # the child has no recipe: it imports the user's tasks from these
         args += ["--plugin", plugin]
+    if recipe.tasks:  # ... and registers the recipe's tasks: from the resolved recipe run_recipe writes
+        args += ["--task-spec", str((recipe.run_dir / "recipe.yaml").resolve())]
     return args
 
 

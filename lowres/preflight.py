@@ -59,6 +59,27 @@ def _check_task(recipe: Recipe, where: str, name: str) -> None:
         raise _blame(recipe, where, str(e)) from None
 
 
+def _check_spec_tasks(recipe: Recipe) -> None:
+    """The local files of the recipe's `tasks:` that a stage uses: they exist and every row has the fields
+    (a bad row is named by file and line); hf: sources are read when the stage runs."""
+    used = set(recipe.eval.tasks) if "eval" in recipe.stages else set()
+    if "rlvr" in recipe.stages:
+        used.add(recipe.data.target.task)
+    from lowres.tasks import get_task
+
+    for name, spec in recipe.tasks.items():
+        if name not in used:
+            continue
+        for key, split in (("train", "train"), ("test", "test")):
+            source = getattr(spec, key)
+            if source is None or source.startswith("hf:"):
+                continue
+            try:
+                get_task(name).load(split)
+            except UserError as e:
+                raise _blame(recipe, f"tasks.{name}.{key}", str(e)) from None
+
+
 def check_recipe(recipe: Recipe) -> None:
     """Raise a one-line RecipeError for the first thing in `recipe` that cannot work."""
     stages = recipe.stages
@@ -70,6 +91,7 @@ def check_recipe(recipe: Recipe) -> None:
     if "eval" in stages:
         for i, name in enumerate(recipe.eval.tasks):
             _check_task(recipe, f"eval.tasks[{i}]", name)
+    _check_spec_tasks(recipe)
     source = recipe.data.warmup.source
     if "warmup" in stages and source != "kk-solver":
         from lowres.tasks.data import read_trace_file

@@ -200,6 +200,33 @@ class EvalSection:
 
 
 @dataclass
+class TaskSpecSection:
+    """A task defined in the recipe alone: a data file or hub dataset, field names and a grader."""
+
+    train: str = _f(REQUIRED, help="training rows: a .jsonl, .jsonl.gz, .json, .csv or .parquet file (relative to "
+                    "the working folder), or hf:org/name (a Hugging Face dataset, or hf:/path/to/a/local/folder)")
+    test: str | None = _f(None, help="evaluation rows, in the same forms as train; None: a seeded test_fraction "
+                          "share of train, disjoint from the rest (which is then the train split)")
+    test_fraction: float = _f(0.5, min=0.0, max=1.0, min_exclusive=True,
+                              help="share of train held out as the test split when test is not given")
+    hf_config: str | None = _f(None, help="the Hugging Face dataset's configuration (load_dataset's name)")
+    train_split: str = _f("train", help="split of a hf: train dataset")
+    test_split: str = _f("test", help="split of a hf: test dataset")
+    question: str = _f(REQUIRED, help="the field holding the question text")
+    answer: str | None = _f(None, help="the field holding the gold answer (required except for grader code)")
+    choices: str | None = _f(None, help="the field holding the list of options (grader choice: shown as A., B., …; "
+                             "the answer is a letter, an option's index from 0, or the option's text)")
+    tests: str | None = _f(None, help="the field holding Python test code run after the model's code (grader code)")
+    entry_point: str | None = _f(None, help="grader code: the field naming the function the tests check "
+                                 "(check(<entry_point>) is then called after the tests)")
+    system_prompt: str | None = _f(None, help="the system turn; None: lowres's R1 prompt (<think> then <answer>)")
+    grader: Literal["math", "number", "exact", "choice", "code"] = _f(
+        REQUIRED, help="math: math-verify equivalence; number: numeric within tolerance; exact: normalised "
+        "string of the <answer>; choice: the option letter; code: run the code and the tests field in the sandbox")
+    tolerance: float = _f(1e-6, min=0.0, help="grader number: |answer - gold| <= tolerance × max(1, |gold|)")
+
+
+@dataclass
 class OutputSection:
     """Where runs go and what they log to."""
 
@@ -217,6 +244,9 @@ class Recipe:
     seed: int = _f(0)
     plugins: list[str] = _f([], help="Python files or module names that register your own tasks "
                             "(imported before anything else; paths are relative to the working folder)")
+    tasks: dict[str, TaskSpecSection] = _f({}, help="tasks defined here, without Python: name -> data, fields "
+                                           "and grader (see TaskSpecSection); usable in data.target.task and "
+                                           "eval.tasks")
     model: ModelSection = _section(ModelSection)
     data: DataSection = _section(DataSection)
     warmup: WarmupSection = _section(WarmupSection)
@@ -455,6 +485,7 @@ def recipe_from_dict(raw: Any, source: str = "<dict>", overrides: list[str] = ()
         recipe = _build(Recipe, raw, "", source)
         recipe.source = source
         _load_recipe_plugins(recipe)
+        register_spec_tasks(recipe.tasks, source)
         _check_consistency(recipe)
     except RecipeError as e:
         blamed = next(filter(None, (_blamed_override(w, overrides) for w in (e.where, *e.related))), None)
@@ -474,6 +505,74 @@ def _load_recipe_plugins(recipe: Recipe) -> None:
     except UserError as e:
         detail = str(e).removeprefix("plugins: ")
         raise RecipeError(f"{recipe.source}: plugins: {detail}", "plugins", detail) from None
+
+
+def check_task_spec(spec: TaskSpecSection, where: str, source: str) -> None:
+    """The fields a spec's grader needs, and data sources lowres can read (files are read later)."""
+    from lowres.tasks.data import SUFFIXES
+
+    needs = {"math": "answer", "number": "answer", "exact": "answer", "choice": "choices", "code": "tests"}
+    field_name = needs[spec.grader]
+    if getattr(spec, field_name) is None:
+        raise _fail(source, f"{where}.{field_name}", f"grader {spec.grader} needs the name of the field holding "
+                    f"the {'options' if field_name == 'choices' else field_name}")
+    if spec.grader == "choice" and spec.answer is None:
+        raise _fail(source, f"{where}.answer", "grader choice needs the name of the field holding the answer")
+    for key in ("train", "test"):
+        value = getattr(spec, key)
+        if value is None or value.startswith("hf:"):
+            if value is not None and not value[3:].strip():
+                raise _fail(source, f"{where}.{key}", "hf: needs a dataset name, e.g. hf:openai/gsm8k")
+            continue
+        if not value.lower().endswith((*SUFFIXES, ".csv")):
+            raise _fail(source, f"{where}.{key}", f"{value!r}: expected a {', '.join((*SUFFIXES, '.csv'))} "
+                        "file or hf:org/name")
+
+
+def register_spec_tasks(specs: dict[str, TaskSpecSection], source: str, prefix: str = "tasks") -> None:
+    """Check each spec and register its GenericTask, so data.target.task and eval.tasks can name it."""
+    from lowres.tasks import _BUILTIN, _REGISTERED
+    from lowres.tasks.generic import GenericTask
+
+    for name, spec in specs.items():
+        where = f"{prefix}.{name}"
+        if not name.strip() or "," in name or "=" in name:
+            raise _fail(source, where, f"a task name needs no commas or '=' (got {name!r})")
+        if name in _BUILTIN:
+            raise _fail(source, where, f"{name!r} is a built-in task; give yours another name")
+        existing = _REGISTERED.get(name)
+        if existing is not None and not isinstance(existing, GenericTask):
+            raise _fail(source, where, f"a plugin already registers a task named {name!r}; give this one another "
+                        "name")
+        check_task_spec(spec, where, source)
+        from lowres.tasks import register_task
+
+        register_task(GenericTask(name, spec))
+
+
+def load_task_specs(path: str | Path) -> dict[str, TaskSpecSection]:
+    """Register the tasks of a YAML file's top-level `tasks:` mapping (a recipe file is one), for
+    `lowres eval --task-spec`; returns them. Bad input is a one-line RecipeError naming the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such task-spec file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read the task-spec file: {e.__class__.__name__}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{path}{line}: YAML syntax error: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict) or not raw["tasks"]:
+        raise RecipeError(f"{path}: expected a top-level `tasks:` mapping of task name -> spec")
+    source = str(path)
+    try:
+        specs = _coerce(raw["tasks"], dict[str, TaskSpecSection], "tasks", source)
+    except _Mismatch:
+        raise RecipeError(f"{source}: tasks: expected {_type_name(dict[str, TaskSpecSection])}") from None
+    register_spec_tasks(specs, source)
+    return specs
 
 
 def _blamed_override(where: str | None, overrides) -> str | None:
