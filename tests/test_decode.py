@@ -79,3 +79,57 @@ def test_preallocated_cache_layer_grows_and_selects_rows_like_concatenation():
     assert layer.get_seq_length() == 8
     layer.batch_select_indices(torch.tensor([0, 2]))
     assert torch.equal(layer.keys, expected[[0, 2]])
+
+
+def test_repeated_prompts_are_prefilled_once_and_decode_as_generate(embedded_model, greedy_matches_generate):
+    model, tokenizer = embedded_model
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        # GRPO's batches: each prompt num_generations times in a row (here two prompts, three times each).
+        greedy_matches_generate(model, tokenizer, ["Say hi:"] * 3 + ["1, 2, 3, 4,"] * 3, 8)
+    finally:
+        hook.remove()
+    ours = calls[0]  # sample_batch runs first, then generate
+    assert ours[0] == 2, "the prefill should hold each distinct prompt once"
+
+
+def _lora_model(model):
+    """The embedded model with a fresh LoRA adapter whose B matrices are non-zero (a trained adapter)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    return peft_model.eval()
+
+
+def test_sampling_with_the_adapter_merged_matches_generate_and_restores_the_weights(embedded_model,
+                                                                                  greedy_matches_generate):
+    from lowres.decode import merged_lora
+
+    model, tokenizer = embedded_model
+    peft_model = _lora_model(model)
+    before = {name: p.detach().clone() for name, p in peft_model.named_parameters()}
+    greedy_matches_generate(peft_model, tokenizer, ["The capital of France is", "Write one word:"], 10)
+    after = dict(peft_model.named_parameters())
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+    # While merged, the adapter path is off and the base weights carry it: same logits as unmerged.
+    enc = tokenizer(["Knights always tell the truth"], return_tensors="pt")
+    with torch.no_grad():
+        unmerged = peft_model(**enc).logits
+        with merged_lora(peft_model):
+            merged = peft_model(**enc).logits
+            lora_layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+            assert not torch.equal(lora_layer.base_layer.weight, before[
+                "base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"])
+    assert torch.allclose(merged, unmerged, atol=1e-4)
+    assert not torch.allclose(unmerged, model(**enc).logits, atol=1e-3), "the adapter should change the logits"

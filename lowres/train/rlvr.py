@@ -108,6 +108,16 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
                     model.train(was_training)
             return completions, None
 
+        def _compute_loss(self, model, inputs):
+            # Rows whose advantage is exactly 0 add exactly 0 to the loss and its gradient (with beta 0
+            # and no entropy bonus): leave them out of the forward and backward, and drop the padding
+            # columns no remaining row needs. The loss is rescaled to the full batch's normaliser.
+            live = rows_that_teach(self, inputs)
+            if live is None:
+                return super()._compute_loss(model, inputs)
+            subset = select_rows(inputs, live)
+            return super()._compute_loss(model, subset) * loss_scale(self.loss_type, inputs, subset)
+
         def _generate_and_score_completions(self, inputs):
             started = time.perf_counter()
             out = super()._generate_and_score_completions(inputs)
@@ -126,6 +136,66 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
             return out
 
     return LowresGRPOTrainer
+
+
+EXACTLY_SKIPPABLE_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")
+
+
+def rows_that_teach(trainer, inputs: dict):
+    """A boolean row mask of the micro-batch rows that contribute to the gradient, or None to keep them
+    all (every row teaches, or the loss has terms — KL, entropy bonus, entropy mask, images — through
+    which a zero-advantage row still acts)."""
+    advantages, mask = inputs["advantages"], inputs["completion_mask"]
+    if (trainer.beta != 0.0 or getattr(trainer, "_entropy_bonus_enabled", False) or advantages.dim() != 1
+            or trainer.top_entropy_quantile < 1.0 or trainer.loss_type not in EXACTLY_SKIPPABLE_LOSSES
+            or "pixel_values" in inputs or "tool_mask" in inputs):
+        return None
+    live = (advantages != 0) & (mask.sum(-1) > 0)
+    if bool(live.all()):
+        return None
+    if not bool(live.any()):
+        live[0] = True  # one row keeps the loss a (zero) function of the weights, so backward still runs
+    return live
+
+
+def select_rows(inputs: dict, live) -> dict:
+    """The micro-batch restricted to `live` rows, without leading prompt padding or trailing completion
+    padding that none of them uses (causal attention: cutting them changes no remaining token's value)."""
+    import torch
+
+    n = len(live)
+    prompt_mask, completion_mask = inputs["prompt_mask"][live], inputs["completion_mask"][live]
+    prompt_from = int(prompt_mask.any(0).int().argmax())  # first column some row's prompt uses
+    used = completion_mask.any(0).nonzero()
+    completion_to = int(used[-1]) + 1 if len(used) else 1
+    prompt_width, completion_width = inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1]
+    subset = {}
+    for key, value in inputs.items():
+        if not (isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == n):
+            subset[key] = value
+            continue
+        value = value[live]
+        if value.dim() == 2 and value.shape[1] == completion_width and key not in ("prompt_ids", "prompt_mask"):
+            value = value[:, :completion_to]
+        elif value.dim() == 2 and value.shape[1] == prompt_width and key in ("prompt_ids", "prompt_mask"):
+            value = value[:, prompt_from:]
+        subset[key] = value
+    return subset
+
+
+def loss_scale(loss_type: str, full: dict, subset: dict) -> float:
+    """What turns the subset's loss into the full micro-batch's: the loss types that average over rows
+    divide by the row count, bnpo by the token count; dapo's normaliser is carried in the inputs."""
+    if loss_type in ("grpo", "dr_grpo"):
+        return len(subset["advantages"]) / len(full["advantages"])
+    if loss_type == "bnpo":
+        return float(subset["completion_mask"].sum().clamp(min=1)) / float(full["completion_mask"].sum().clamp(min=1))
+    return 1.0
+
+
+def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
+    """The GRPO trainer class for this recipe on this hardware."""
+    return _trainer_class(recipe.rlvr.zero_variance_groups == "skip", lean_generation=hw.backend == "transformers")
 
 
 def training_rows(recipe: Recipe) -> list[dict]:
@@ -217,8 +287,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     resume = prepare_resume(out_dir, "rlvr", stage_fingerprint)
     live = LiveView("rlvr", ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
                              "completions/mean_length"))
-    trainer_cls = _trainer_class(cfg.zero_variance_groups == "skip", lean_generation=hw.backend == "transformers")
-    trainer = trainer_cls(
+    trainer = lowres_grpo_trainer(recipe, hw)(
         model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir, checkpointing),
         train_dataset=dataset, processing_class=tokenizer,
         callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,

@@ -1,0 +1,99 @@
+"""lowres's GRPO trainer leaves zero-advantage rows and unused padding out of the loss's forward and
+backward; the loss and its gradient must be those of TRL's full micro-batch, for every loss type."""
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from trl import GRPOConfig
+
+    from lowres.models import resolve_model
+    from lowres.train.compat import ensure_logprob_kernel
+    from lowres.train.rlvr import _trainer_class
+
+    ensure_logprob_kernel()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded:smollm2-135m"))
+    tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("grpo")), per_device_train_batch_size=6,
+                      num_generations=2, max_completion_length=8, beta=0.0, use_cpu=True, report_to=[],
+                      gradient_checkpointing=False, temperature=0.8)
+    built = _trainer_class(skip_zero_variance=False, lean_generation=True)(
+        model=model, reward_funcs=[lambda completions, **kw: [0.0] * len(completions)], args=args,
+        train_dataset=Dataset.from_list([{"prompt": "hi"}] * 6), processing_class=tokenizer)
+    built.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
+    return built
+
+
+def micro_batch(advantages):
+    """Six rows: left-padded prompts, completions of different lengths followed by padding."""
+    generator = torch.Generator().manual_seed(1)
+    prompt_lengths, completion_lengths = [5, 3, 5, 4, 2, 5], [2, 7, 3, 8, 1, 4]
+    prompt_mask = torch.tensor([[0] * (5 - n) + [1] * n for n in prompt_lengths])
+    completion_mask = torch.tensor([[1] * n + [0] * (8 - n) for n in completion_lengths])
+    return {"prompt_ids": torch.randint(1, 1000, (6, 5), generator=generator) * prompt_mask,
+            "prompt_mask": prompt_mask,
+            "completion_ids": torch.randint(1, 1000, (6, 8), generator=generator) * completion_mask,
+            "completion_mask": completion_mask,
+            "advantages": torch.tensor(advantages, dtype=torch.float32),
+            "num_items_in_batch": completion_mask.sum()}
+
+
+def loss_and_grads(trainer, compute, inputs):
+    trainer.model.zero_grad()
+    loss = compute(trainer.model, inputs)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo", "bnpo"])
+@pytest.mark.parametrize("advantages", [[0.7, -0.7, 0.0, 0.0, 1.2, -1.2],   # two groups teach, one does not
+                                        [0.0] * 6])                           # nothing to learn this step
+def test_skipping_zero_advantage_rows_leaves_loss_and_gradient_unchanged(trainer, loss_type, advantages):
+    from trl import GRPOTrainer
+
+    trainer.loss_type = loss_type
+    inputs = micro_batch(advantages)
+    seen = []
+    hook = trainer.model.register_forward_pre_hook(lambda m, args, kw: seen.append(kw["input_ids"].shape),
+                                                   with_kwargs=True)
+    try:
+        full_loss, full_grads = loss_and_grads(trainer, lambda m, x: GRPOTrainer._compute_loss(trainer, m, x), inputs)
+        lean_loss, lean_grads = loss_and_grads(trainer, trainer._compute_loss, inputs)
+    finally:
+        hook.remove()
+    assert seen[0] == (6, 13)
+    # Only the rows that teach, cut to the columns they use: rows 0, 1, 4, 5 have prompts of at most
+    # 5 tokens and completions of at most 7; with nothing to learn, row 0 alone (5 + 2 tokens) remains.
+    assert seen[1] == ((4, 12) if any(advantages) else (1, 7))
+    assert torch.allclose(lean_loss, full_loss, atol=1e-6)
+    assert full_grads.keys() == lean_grads.keys()
+    for name, grad in full_grads.items():
+        assert torch.allclose(lean_grads[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_rows_are_all_kept_where_a_zero_advantage_row_still_acts(trainer):
+    from lowres.train.rlvr import rows_that_teach
+
+    inputs = micro_batch([0.7, -0.7, 0.0, 0.0, 1.2, -1.2])
+    assert rows_that_teach(trainer, inputs).tolist() == [True, True, False, False, True, True]
+    trainer.beta = 0.04  # a KL term pulls every row towards the reference model
+    try:
+        assert rows_that_teach(trainer, inputs) is None
+    finally:
+        trainer.beta = 0.0
+    assert rows_that_teach(trainer, micro_batch([0.5] * 6)) is None  # every row teaches: nothing to select
