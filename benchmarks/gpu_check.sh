@@ -2,7 +2,7 @@
 # The GPU check in one call: lowres's GPU tests and a short timed warmup + GRPO on both backends.
 #
 #   bash benchmarks/gpu_check.sh prepare   # on a machine with the package registries, in the project's venv
-#   bash benchmarks/gpu_check.sh run       # on a CUDA machine, offline; figures go to $OUT (or ./gpu_check_out)
+#   bash benchmarks/gpu_check.sh run [PHASE…]  # on a CUDA machine, offline; figures go to $OUT (or ./gpu_check_out)
 #
 # prepare: builds .gpu_kit/ (ignored by git, at most 40 MiB): wheels of the pinned versions of what a
 #   bare CUDA + torch + transformers machine lacks (trl, datasets, bitsandbytes, unsloth, peft, pytest…),
@@ -10,9 +10,11 @@
 #   the GPU tests and the bench build random models with it). Copy or carry the project folder with
 #   .gpu_kit/ in it to the GPU machine.
 # run: installs the kit without network into a temporary folder, prints `lowres env`, runs
-#   `pytest -m gpu`, then `lowres bench --backend both` (Qwen2.5-1.5B's shape, random weights). Writes
-#   gpu_check.log, gpu_tests.xml, bench.json and gpu_check.json (each phase's exit code and time).
-#   Each phase has its own time limit; the whole run fits in 8 minutes on one H100.
+#   `pytest -m gpu`, then `lowres bench --backend both` (Qwen2.5-1.5B's shape, random weights), then
+#   benchmarks/grpo_step.py (lowres's GRPO step against plain TRL's, same shape). Writes gpu_check.log,
+#   gpu_tests.xml, bench.json, grpo_step.json and gpu_check.json (each phase's exit code and time).
+#   PHASE… picks some of: gpu-tests bench grpo-step (default: all). Each phase has its own time
+#   limit; the whole run fits in 10 minutes on one H100.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 KIT=.gpu_kit
@@ -112,12 +114,18 @@ run() {
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   phase env 45 python3 -m lowres env
-  phase gpu-tests 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu --junitxml "$out/gpu_tests.xml"
+  local wanted=" ${*:-gpu-tests bench grpo-step} "
+  [[ $wanted == *" gpu-tests "* ]] && phase gpu-tests 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu \
+    --junitxml "$out/gpu_tests.xml"
   # Speed and memory, Unsloth against transformers+PEFT: the demo's recipe (4-bit warmup, GRPO on
   # kk_easy, both offline) on a randomly initialised model of Qwen2.5-1.5B's shape.
-  phase bench 180 python3 -m lowres bench demo --model-config qwen2.5-1.5b --backend both --steps 3 \
-    --stages warmup,rlvr --set warmup.load_in_4bit=true --set rlvr.max_completion_length=256 \
-    --json "$out/bench.json"
+  [[ $wanted == *" bench "* ]] && phase bench 180 python3 -m lowres bench demo --model-config qwen2.5-1.5b \
+    --backend both --steps 3 --stages warmup,rlvr --set warmup.load_in_4bit=true \
+    --set rlvr.max_completion_length=256 --json "$out/bench.json"
+  # lowres's GRPO step against plain TRL's on the same shape. A random model never ends a completion and
+  # its task reward is always 0, so a hashed reward gives every group variance: no row is skipped.
+  [[ $wanted == *" grpo-step "* ]] && phase grpo-step 300 python3 benchmarks/grpo_step.py --device cuda \
+    --model-config qwen2.5-1.5b --reward varied --steps 3 --json "$out/grpo_step.json"
   local joined
   joined=$(IFS=,; echo "${PHASES[*]}")
   echo "{\"phases\": [$joined]}" > "$out/gpu_check.json"
@@ -127,6 +135,6 @@ run() {
 
 case ${1:-} in
   prepare) prepare ;;
-  run) run ;;
+  run) shift; run "$@" ;;
   *) echo "usage: bash benchmarks/gpu_check.sh prepare|run" >&2; exit 2 ;;
 esac

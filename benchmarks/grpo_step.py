@@ -1,6 +1,7 @@
 """GRPO step time: lowres's GRPO trainer against plain TRL `GRPOTrainer` + PEFT, side by side.
 
-    python benchmarks/grpo_step.py [--steps 3] [--prompts 8] [--generations 4] [--tokens 256]
+    python benchmarks/grpo_step.py [--steps 3] [--prompts 8] [--generations 4] [--tokens 256] [--micro-batch 8]
+                                   [--rollout-dtype auto|model|bf16] [--reward task|varied]
                                    [--model embedded:smollm2-135m | --model-config qwen2.5-1.5b] [--device cuda]
 
 Both trainers get the same model (two copies with the same LoRA initialisation), the same K&K prompts
@@ -40,12 +41,13 @@ class StepClock:
 
         class _Callback(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
-                clock._started, clock._generation, clock._tokens = time.perf_counter(), 0.0, 0
+                clock._started, clock._generation, clock._tokens, clock._idle = time.perf_counter(), 0.0, 0, []
 
             def on_step_end(self, args, state, control, **kwargs):
                 clock.steps.append({"seconds": time.perf_counter() - clock._started,
                                     "generation_seconds": clock._generation,
-                                    "completion_tokens": clock._tokens})
+                                    "completion_tokens": clock._tokens,
+                                    "zero_advantage_rows": statistics.fmean(clock._idle) if clock._idle else 0.0})
 
         generate = trainer._generate_and_score_completions
 
@@ -54,10 +56,20 @@ class StepClock:
             out = generate(inputs)
             clock._generation += time.perf_counter() - started
             clock._tokens += int(out["completion_mask"].sum())
+            clock._idle.append(float((out["advantages"] == 0).float().mean()))
             return out
 
         trainer._generate_and_score_completions = timed_generate
         trainer.add_callback(_Callback())
+
+
+def varied_reward(completions, **kwargs) -> list[float]:
+    """A stand-in reward in [0, 1) that differs between completions (a hash of the text): with it every
+    group has variance, as on a task the model half solves, whatever the model (a random one too)."""
+    import hashlib
+
+    texts = [c if isinstance(c, str) else json.dumps(c) for c in completions]
+    return [int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) / 2**32 for t in texts]
 
 
 def build(args):
@@ -76,13 +88,17 @@ def build(args):
     prepare_backend(hw)
     model_ref = str(random_model(args.model_config)) if args.model_config else args.model
     rows = args.prompts * args.generations
+    if rows % args.micro_batch:
+        sys.exit(f"--micro-batch {args.micro_batch} must divide prompts × generations ({rows})")
     recipe = load_recipe(resolve_recipe_path("demo"), [
-        f"model.name_or_path={model_ref}", f"rlvr.per_device_train_batch_size={rows}",
+        f"model.name_or_path={model_ref}", f"rlvr.per_device_train_batch_size={args.micro_batch}",
+        f"rlvr.gradient_accumulation_steps={rows // args.micro_batch}",
         f"rlvr.num_generations={args.generations}", f"rlvr.max_completion_length={args.tokens}",
         f"rlvr.lora.r={args.lora_r}", f"rlvr.lora.lora_alpha={2 * args.lora_r}", "rlvr.max_steps=1",
-        "rlvr.gradient_accumulation_steps=1", f"data.target.n_examples={args.prompts}", "rlvr.save_steps=100000",
+        f"rlvr.rollout_dtype={args.rollout_dtype}", f"data.target.n_examples={args.prompts}",
+        "rlvr.save_steps=100000",
     ])
-    checkpointing = uses_gradient_checkpointing(hw, model_ref, rows * (recipe.rlvr.max_prompt_length + args.tokens))
+    checkpointing = hw.device != "cpu" and uses_gradient_checkpointing(hw)  # as lowres rlvr decides
     models = [load_trainable(model_ref, hw, recipe.rlvr.lora, load_in_4bit=False, max_seq_length=4096,
                              seed=0, gradient_checkpointing=checkpointing, for_rlvr=True) for _ in range(2)]
     return hw, recipe, models, checkpointing, matmul_gflops, torch
@@ -94,10 +110,17 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=256, help="max_completion_length")
+    parser.add_argument("--micro-batch", type=int, default=8,
+                        help="rows per forward/backward (per_device_train_batch_size); the rest is accumulation")
+    parser.add_argument("--rollout-dtype", choices=("auto", "model", "bf16"), default="auto",
+                        help="lowres's rlvr.rollout_dtype (plain TRL samples in the model's dtype)")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--model", default="embedded:smollm2-135m")
     parser.add_argument("--model-config", help="a random model of this shape instead (see lowres bench)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--reward", choices=("task", "varied"), default="task",
+                        help="task: the kk_easy grader; varied: a reward that differs within every group (a hash "
+                             "of the completion), so no row has zero advantage — the case where lowres skips none")
     parser.add_argument("--only", choices=("lowres", "trl"), help="time one trainer only (for profiling)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -108,11 +131,11 @@ def main() -> None:
     from lowres.rewards import reward_functions
     from lowres.tasks import get_task
     from lowres.train.common import drop_default_printer
-    from lowres.train.rlvr import build_dataset, grpo_config, lowres_grpo_trainer, training_rows
+    from lowres.train.rlvr import build_dataset, grpo_config, lowres_grpo_trainer, rollout_dtype, training_rows
 
     tokenizer = models[0][1]
     dataset = build_dataset(training_rows(recipe), tokenizer, recipe)
-    rewards = list(reward_functions(get_task("kk_easy")))
+    rewards = list(reward_functions(get_task("kk_easy"))) if args.reward == "task" else [varied_reward]
     trainers = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (model, tok) in zip(("lowres", "trl"), models, strict=True):
@@ -134,9 +157,13 @@ def main() -> None:
                 trainers[name][0].train()
         gflops.append(matmul_gflops())
 
+    rollout = rollout_dtype(args.rollout_dtype, hw)
+    sampled_in = str(rollout).removeprefix("torch.") if rollout else hw.dtype
     print(f"{args.model_config or args.model} on {hw.device} ({hw.gpu_name or f'{torch.get_num_threads()} threads'}), "
-          f"{hw.dtype}; {args.prompts} prompts × {args.generations} completions, ≤{args.tokens} new tokens, "
-          f"LoRA r={args.lora_r}, gradient checkpointing {'on' if checkpointing else 'off'}; "
+          f"{hw.dtype} (lowres samples in {sampled_in}); "
+          f"{args.prompts} prompts × {args.generations} completions (micro-batches of {args.micro_batch}), "
+          f"≤{args.tokens} new tokens, "
+          f"LoRA r={args.lora_r}, {args.reward} reward, gradient checkpointing {'on' if checkpointing else 'off'}; "
           f"fp32 matmul {gflops[0]:.0f} → {gflops[1]:.0f} GFLOP/s (2048², before → after)")
     table = {}
     for name in names:
@@ -147,7 +174,8 @@ def main() -> None:
                        "tokens_per_second": tokens / sum(s["generation_seconds"] for s in steps), "steps": steps}
         print(f"  {name:>6}: step {med['seconds']:6.1f} s = generation {med['generation_seconds']:6.1f} s "
               f"({table[name]['tokens_per_second']:5.0f} tok/s) + training {table[name]['training_seconds']:6.1f} s"
-              f"   (median of {len(steps)} steps)")
+              f"   (median of {len(steps)} steps; rows with zero advantage: "
+              f"{100 * statistics.fmean(s['zero_advantage_rows'] for s in steps):.0f}%)")
     if len(names) == 2:
         a, b = table["lowres"], table["trl"]
         print(f"  lowres is {b['seconds'] / a['seconds']:.2f}× plain TRL per step "

@@ -15,6 +15,7 @@ import importlib.metadata
 import importlib.util
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lowres.errors import UserError
 
@@ -47,6 +48,16 @@ def unsloth_installed() -> bool:
 def vllm_installed() -> bool:
     """Whether vllm could be imported (fast rollouts and evaluation on a CUDA GPU)."""
     return importlib.util.find_spec("vllm") is not None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), where a bf16 matrix product
+    reads half the bytes of an fp32 one and runs about twice as fast."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
 
 
 def gpu_has_bf16() -> bool:

@@ -173,6 +173,10 @@ class RLVRSection:
     format_reward_weight: float = _f(0.0, min=0.0, help="weight of an extra format reward")
     zero_variance_groups: Literal["keep", "skip"] = _f(
         "keep", help="skip: drop groups whose rewards are all equal (they carry no signal)")
+    rollout_dtype: Literal["auto", "model", "bf16"] = _f(
+        "auto", help="dtype the completions are sampled in (transformers backend): model: the training dtype; "
+        "bf16: a bf16 copy of the weights; auto: bf16 when training in fp32 on a CPU that multiplies bf16 "
+        "natively (about twice as fast), else model")
     truncation_warn_fraction: float = _f(0.5, min=0.0, max=1.0)
     stop_after_constant_reward_steps: int = _f(0, min=0, help="0: never stop early")
     logging_steps: int = _f(1, min=1)

@@ -112,7 +112,7 @@ def _lora_model(model):
 
 def test_sampling_with_the_adapter_merged_matches_generate_and_restores_the_weights(embedded_model,
                                                                                   greedy_matches_generate):
-    from lowres.decode import merged_lora
+    from lowres.decode import rollout_weights
 
     model, tokenizer = embedded_model
     peft_model = _lora_model(model)
@@ -126,10 +126,36 @@ def test_sampling_with_the_adapter_merged_matches_generate_and_restores_the_weig
     enc = tokenizer(["Knights always tell the truth"], return_tensors="pt")
     with torch.no_grad():
         unmerged = peft_model(**enc).logits
-        with merged_lora(peft_model):
+        with rollout_weights(peft_model):
             merged = peft_model(**enc).logits
             lora_layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj
             assert not torch.equal(lora_layer.base_layer.weight, before[
                 "base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"])
     assert torch.allclose(merged, unmerged, atol=1e-4)
     assert not torch.allclose(unmerged, model(**enc).logits, atol=1e-3), "the adapter should change the logits"
+
+
+def test_bf16_rollouts_of_an_fp32_model_decode_as_generate_on_its_bf16_copy(embedded_model):
+    import copy
+
+    from lowres.decode import rollout_weights
+
+    model, tokenizer = embedded_model
+    peft_model = _lora_model(model)
+    bf16_copy = copy.deepcopy(peft_model).merge_and_unload().to(torch.bfloat16)
+    tokenizer.padding_side = "left"
+    enc = tokenizer(["The capital of France is", "1, 2, 3, 4,"], return_tensors="pt", padding=True)
+    ours = sample_batch(peft_model, enc["input_ids"], enc["attention_mask"], 10, {tokenizer.eos_token_id},
+                        temperature=0, rollout_dtype=torch.bfloat16)
+    with torch.no_grad():
+        theirs = bf16_copy.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    width = enc["input_ids"].shape[1]
+    for row, ids in zip(theirs, ours, strict=True):
+        reference = row[width:].tolist()
+        if tokenizer.eos_token_id in reference:
+            reference = reference[:reference.index(tokenizer.eos_token_id) + 1]
+        assert ids == reference
+    assert all(p.dtype == torch.float32 for p in peft_model.parameters()), "the model itself stays fp32"
+    with rollout_weights(peft_model, torch.bfloat16):
+        embed = peft_model.get_base_model().model.embed_tokens.weight
+        assert embed.dtype == torch.bfloat16 and embed is peft_model.get_base_model().lm_head.weight

@@ -67,6 +67,24 @@ def machine_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def activations_need_checkpointing(config, tokens_per_micro_batch: int) -> bool:
+    """Whether a CPU micro-batch of this many tokens would keep more activations than memory allows."""
+    return activation_bytes(config, tokens_per_micro_batch) > CPU_ACTIVATION_SHARE * machine_memory_bytes()
+
+
+def set_checkpointing(model, on: bool) -> None:
+    """Turn recomputation of the decoder layers' activations on or off for the next forward (the
+    backward of a forward already run is unaffected)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if on and layers and not hasattr(layers[0], "_gradient_checkpointing_func"):
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for layer in layers:
+        layer.gradient_checkpointing = on
+
+
 def uses_gradient_checkpointing(hw: Hardware, model_ref: str | None = None,
                                 tokens_per_micro_batch: int | None = None) -> bool:
     """Recompute activations in the backward pass where memory needs it: always on a GPU, where memory
@@ -80,11 +98,10 @@ def uses_gradient_checkpointing(hw: Hardware, model_ref: str | None = None,
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(resolve_model(model_ref))
-        needed = activation_bytes(config, tokens_per_micro_batch)
+        return activations_need_checkpointing(AutoConfig.from_pretrained(resolve_model(model_ref)),
+                                              tokens_per_micro_batch)
     except (OSError, ValueError, AttributeError):
         return False
-    return needed > CPU_ACTIVATION_SHARE * machine_memory_bytes()
 
 
 def load_trainable(model_ref: str, hw: Hardware, lora: LoraSection, *, load_in_4bit: bool,

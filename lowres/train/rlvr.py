@@ -26,13 +26,20 @@ from transformers import TrainerCallback
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import fingerprint, stage_fingerprints
-from lowres.hardware import Hardware, detect
+from lowres.hardware import Hardware, cpu_has_native_bf16, detect
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings
 from lowres.rewards import reward_functions
 from lowres.tasks import get_task
 from lowres.tasks.sampling import disjoint_train_subset
-from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
+from lowres.train.backend import (
+    activations_need_checkpointing,
+    load_trainable,
+    prepare_backend,
+    set_checkpointing,
+    trainable_in_fp32,
+    uses_gradient_checkpointing,
+)
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
 from lowres.train.common import (
     drop_default_printer,
@@ -73,10 +80,13 @@ class SmallDataGuards(TrainerCallback):
             control.should_training_stop = True
 
 
-def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
+def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtype=None,
+                   checkpoint_as_needed: bool = False):
     """TRL's GRPOTrainer (Unsloth's patched one when unsloth was imported first), optionally with
     zero-variance groups removed from the loss and with lowres's sampling loop in place of
-    `model.generate` (faster on a CPU, see benchmarks/decode.py; transformers backend only)."""
+    `model.generate` (faster, see benchmarks/grpo_step.py; transformers backend only), sampling in
+    `rollout_dtype` (None: the model's), and, with `checkpoint_as_needed`, gradient checkpointing
+    switched on only for micro-batches whose activations would not fit (CPU; see backend.py)."""
     import torch
     from trl import GRPOTrainer
     from trl.models import unwrap_model_for_generation
@@ -84,6 +94,10 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
     from lowres.decode import sample_batch
 
     class LowresGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.checkpointed_micro_batches = [0, 0]  # [without, with] gradient checkpointing (as needed)
+
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
                                   has_tool_images=False):
             plain = not (self.use_vllm or images or multimodal_fields or self.tools or self.min_p
@@ -103,7 +117,7 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
                 try:
                     completions = sample_batch(model, input_ids, mask, self.max_completion_length,
                                                set(self.eos_token_ids), self.temperature, self.top_p or 1.0,
-                                               self.top_k or 0)
+                                               self.top_k or 0, rollout_dtype=rollout_dtype)
                 finally:
                     model.train(was_training)
             return completions, None
@@ -113,10 +127,14 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool):
             # and no entropy bonus): leave them out of the forward and backward, and drop the padding
             # columns no remaining row needs. The loss is rescaled to the full batch's normaliser.
             live = rows_that_teach(self, inputs)
-            if live is None:
-                return super()._compute_loss(model, inputs)
-            subset = select_rows(inputs, live)
-            return super()._compute_loss(model, subset) * loss_scale(self.loss_type, inputs, subset)
+            subset = inputs if live is None else select_rows(inputs, live)
+            if checkpoint_as_needed:
+                tokens = subset["prompt_ids"].numel() + subset["completion_ids"].numel()
+                on = activations_need_checkpointing(self.model.config, tokens)
+                set_checkpointing(self.model, on)
+                self.checkpointed_micro_batches[on] += 1
+            loss = super()._compute_loss(model, subset)
+            return loss if live is None else loss * loss_scale(self.loss_type, inputs, subset)
 
         def _generate_and_score_completions(self, inputs):
             started = time.perf_counter()
@@ -193,9 +211,24 @@ def loss_scale(loss_type: str, full: dict, subset: dict) -> float:
     return 1.0
 
 
+def rollout_dtype(choice: str, hw: Hardware):
+    """The torch dtype to sample GRPO completions in, or None for the model's own (see
+    RlvrSection.rollout_dtype); only lowres's sampling loop (transformers backend) can change it."""
+    import torch
+
+    if hw.backend != "transformers" or hw.dtype == "bf16" or choice == "model":
+        return None
+    if choice == "bf16" or (hw.device == "cpu" and hw.dtype == "fp32" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
+
+
 def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
     """The GRPO trainer class for this recipe on this hardware."""
-    return _trainer_class(recipe.rlvr.zero_variance_groups == "skip", lean_generation=hw.backend == "transformers")
+    lean = hw.backend == "transformers"
+    return _trainer_class(recipe.rlvr.zero_variance_groups == "skip", lean_generation=lean,
+                          rollout_dtype=rollout_dtype(recipe.rlvr.rollout_dtype, hw),
+                          checkpoint_as_needed=lean and hw.device == "cpu")
 
 
 def training_rows(recipe: Recipe) -> list[dict]:
@@ -275,8 +308,9 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     prepare_backend(hw)
     task = get_task(recipe.data.target.task)
     rows = training_rows(recipe)
-    checkpointing = uses_gradient_checkpointing(
-        hw, model_ref, cfg.per_device_train_batch_size * (cfg.max_prompt_length + cfg.max_completion_length))
+    # On a GPU always; on a CPU the trainer decides per micro-batch from its real length (with the
+    # recipe's maximum lengths a GRPO micro-batch nearly always looks too big, and recomputation costs).
+    checkpointing = hw.device != "cpu" and uses_gradient_checkpointing(hw)
     model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
                                       max_seq_length=recipe.model.max_seq_length, seed=recipe.seed,
                                       gradient_checkpointing=checkpointing, for_rlvr=True)
@@ -309,7 +343,11 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset),
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
                "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype,
-               "gradient_checkpointing": checkpointing, "peak_memory": peak_memory()}
+               "gradient_checkpointing": checkpointing, "peak_memory": peak_memory(),
+               "rollout_dtype": str(rollout_dtype(cfg.rollout_dtype, hw) or hw.dtype).removeprefix("torch.")}
+    if hw.device == "cpu" and hw.backend == "transformers":
+        without, with_ = trainer.checkpointed_micro_batches
+        summary["gradient_checkpointing"] = f"as needed: {with_} of {without + with_} micro-batches"
     adapter_dir = save_stage_output(out_dir, "rlvr", trainer, tokenizer, recipe, summary)
 
     console.print(f"rlvr: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
