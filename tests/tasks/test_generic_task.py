@@ -399,4 +399,30 @@ def test_readme_example_runs_end_to_end(tmp_path, monkeypatch):
     for label in results:
         saved = json.loads((tmp_path / "runs" / "capitals" / "eval" / label / "results.json").read_text())
         assert saved[0]["task"] == "capitals" and saved[0]["n_questions"] == 2
-    assert (tmp_path / "runs" / "capitals" / "rlvr" / "adapter" / "adapter_config.json").is_file()
+    adapter = tmp_path / "runs" / "capitals" / "rlvr" / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+
+    # `lowres export` turns the run into one plain folder that transformers loads on its own, and that
+    # answers as the trained model (the base with the RLVR adapter) does, greedy, token for token.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lowres.models import resolve_model
+    from lowres.prompting import render_prompt
+
+    out = tmp_path / "exported"
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "runs" / "capitals"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    exported = AutoModelForCausalLM.from_pretrained(out).eval()
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("embedded:smollm2-135m"))
+    trained = PeftModel.from_pretrained(base, adapter).eval()
+    task = get_task("capitals")
+    for row in task.load("test", limit=2):
+        prompt = render_prompt(tokenizer, task.prompt(row), "model")
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            answers = [m.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+                       for m in (exported, trained)]
+        assert torch.equal(*answers)

@@ -32,7 +32,7 @@ def trainer(tmp_path_factory):
     args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("grpo")), per_device_train_batch_size=6,
                       num_generations=2, max_completion_length=8, beta=0.0, use_cpu=True, report_to=[],
                       gradient_checkpointing=False, temperature=0.8)
-    built = _trainer_class(skip_zero_variance=False, lean_generation=True)(
+    built = _trainer_class(skip_zero_variance=False, lean_generation=True, checkpoint_as_needed=True)(
         model=model, reward_funcs=[lambda completions, **kw: [0.0] * len(completions)], args=args,
         train_dataset=Dataset.from_list([{"prompt": "hi"}] * 6), processing_class=tokenizer)
     built.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
@@ -97,3 +97,41 @@ def test_rows_are_all_kept_where_a_zero_advantage_row_still_acts(trainer):
     finally:
         trainer.beta = 0.0
     assert rows_that_teach(trainer, micro_batch([0.5] * 6)) is None  # every row teaches: nothing to select
+
+
+def test_gradient_checkpointing_is_switched_on_for_a_micro_batch_too_big_for_memory(trainer, monkeypatch):
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from lowres.train import rlvr
+
+    trainer.loss_type = "dapo"
+    inputs = micro_batch([0.7, -0.7, 0.3, 0.0, 1.2, -1.2])
+    layers = [m for m in trainer.model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    before = list(trainer.checkpointed_micro_batches)
+    _, plain = loss_and_grads(trainer, trainer._compute_loss, inputs)  # a tiny batch: no checkpointing
+    assert not any(layer.gradient_checkpointing for layer in layers)
+    monkeypatch.setattr(rlvr, "activations_need_checkpointing", lambda config, tokens: True)
+    _, recomputed = loss_and_grads(trainer, trainer._compute_loss, inputs)
+    assert all(layer.gradient_checkpointing for layer in layers)
+    rlvr.set_checkpointing(trainer.model, False)
+    assert [a - b for a, b in zip(trainer.checkpointed_micro_batches, before, strict=True)] == [1, 1]
+    for name, grad in plain.items():
+        assert torch.allclose(recomputed[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize(("device", "dtype", "backend", "native", "choice", "expected"), [
+    ("cpu", "fp32", "transformers", True, "auto", torch.bfloat16),
+    ("cpu", "fp32", "transformers", False, "auto", None),   # emulated bf16 would be slower
+    ("cpu", "fp32", "transformers", True, "model", None),
+    ("cpu", "fp32", "transformers", False, "bf16", torch.bfloat16),
+    ("cuda", "bf16", "transformers", False, "auto", None),  # already bf16
+    ("cuda", "fp16", "unsloth", False, "bf16", None),       # Unsloth samples with its own generate
+])
+def test_rollout_dtype_follows_the_recipe_and_the_hardware(monkeypatch, device, dtype, backend, native, choice,
+                                                           expected):
+    from lowres.hardware import Hardware
+    from lowres.train import rlvr
+
+    monkeypatch.setattr(rlvr, "cpu_has_native_bf16", lambda: native)
+    hw = Hardware(device, None, None, dtype == "bf16", backend, dtype)
+    assert rlvr.rollout_dtype(choice, hw) is expected
