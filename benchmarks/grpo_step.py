@@ -1,7 +1,8 @@
 """GRPO step time: lowres's GRPO trainer against plain TRL `GRPOTrainer` + PEFT, side by side.
 
     python benchmarks/grpo_step.py [--steps 3] [--prompts 8] [--generations 4] [--tokens 256] [--micro-batch 8]
-                                   [--rollout-dtype auto|model|bf16] [--reward task|varied]
+                                   [--rollout-dtype auto|model|bf16] [--loss-dtype auto|model|bf16]
+                                   [--trl-bf16] [--reward task|varied]
                                    [--model embedded:smollm2-135m | --model-config qwen2.5-1.5b] [--device cuda]
 
 Both trainers get the same model (two copies with the same LoRA initialisation), the same K&K prompts
@@ -16,6 +17,7 @@ backward, optimizer step). The table prints medians; `--json FILE` keeps every s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -95,7 +97,8 @@ def build(args):
         f"rlvr.gradient_accumulation_steps={rows // args.micro_batch}",
         f"rlvr.num_generations={args.generations}", f"rlvr.max_completion_length={args.tokens}",
         f"rlvr.lora.r={args.lora_r}", f"rlvr.lora.lora_alpha={2 * args.lora_r}", "rlvr.max_steps=1",
-        f"rlvr.rollout_dtype={args.rollout_dtype}", f"data.target.n_examples={args.prompts}",
+        f"rlvr.rollout_dtype={args.rollout_dtype}", f"rlvr.loss_dtype={args.loss_dtype}",
+        f"data.target.n_examples={args.prompts}",
         "rlvr.save_steps=100000",
     ])
     checkpointing = hw.device != "cpu" and uses_gradient_checkpointing(hw)  # as lowres rlvr decides
@@ -114,6 +117,10 @@ def main() -> None:
                         help="rows per forward/backward (per_device_train_batch_size); the rest is accumulation")
     parser.add_argument("--rollout-dtype", choices=("auto", "model", "bf16"), default="auto",
                         help="lowres's rlvr.rollout_dtype (plain TRL samples in the model's dtype)")
+    parser.add_argument("--loss-dtype", choices=("auto", "model", "bf16"), default="auto",
+                        help="lowres's rlvr.loss_dtype")
+    parser.add_argument("--trl-bf16", action="store_true",
+                        help="give plain TRL bf16=True (its mixed precision) on an fp32 model")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--model", default="embedded:smollm2-135m")
     parser.add_argument("--model-config", help="a random model of this shape instead (see lowres bench)")
@@ -131,7 +138,8 @@ def main() -> None:
     from lowres.rewards import reward_functions
     from lowres.tasks import get_task
     from lowres.train.common import drop_default_printer
-    from lowres.train.rlvr import build_dataset, grpo_config, lowres_grpo_trainer, rollout_dtype, training_rows
+    from lowres.train.rlvr import (build_dataset, grpo_config, loss_dtype, lowres_grpo_trainer, rollout_dtype,
+                                   training_rows)
 
     tokenizer = models[0][1]
     dataset = build_dataset(training_rows(recipe), tokenizer, recipe)
@@ -142,6 +150,8 @@ def main() -> None:
             if args.only and name != args.only:
                 continue
             config = grpo_config(recipe, hw, Path(tmp) / name, checkpointing)
+            if name == "trl" and args.trl_bf16:
+                config = dataclasses.replace(config, bf16=True)  # TRL's own mixed precision, as a user could set it
             cls = lowres_grpo_trainer(recipe, hw) if name == "lowres" else GRPOTrainer
             trainer = cls(model=model, reward_funcs=rewards, args=config, train_dataset=dataset,
                           processing_class=tok)
@@ -157,10 +167,12 @@ def main() -> None:
                 trainers[name][0].train()
         gflops.append(matmul_gflops())
 
-    rollout = rollout_dtype(args.rollout_dtype, hw)
+    rollout, loss_in = rollout_dtype(args.rollout_dtype, hw), loss_dtype(args.loss_dtype, hw)
     sampled_in = str(rollout).removeprefix("torch.") if rollout else hw.dtype
+    loss_in = str(loss_in).removeprefix("torch.") if loss_in else hw.dtype
     print(f"{args.model_config or args.model} on {hw.device} ({hw.gpu_name or f'{torch.get_num_threads()} threads'}), "
-          f"{hw.dtype} (lowres samples in {sampled_in}); "
+          f"{hw.dtype} (lowres samples in {sampled_in}, loss in {loss_in}; plain TRL in "
+          f"{'bf16 autocast' if args.trl_bf16 else hw.dtype}); "
           f"{args.prompts} prompts × {args.generations} completions (micro-batches of {args.micro_batch}), "
           f"≤{args.tokens} new tokens, "
           f"LoRA r={args.lora_r}, {args.reward} reward, gradient checkpointing {'on' if checkpointing else 'off'}; "

@@ -177,6 +177,10 @@ class RLVRSection:
         "auto", help="dtype the completions are sampled in (transformers backend): model: the training dtype; "
         "bf16: a bf16 copy of the weights; auto: bf16 when training in fp32 on a CPU that multiplies bf16 "
         "natively (about twice as fast), else model")
+    loss_dtype: Literal["auto", "model", "bf16"] = _f(
+        "auto", help="dtype the loss's forward and backward compute in (autocast) when the model is fp32; the "
+        "LoRA weights, their gradients and the optimizer stay fp32. auto: bf16 on a CPU that multiplies "
+        "bf16 natively, else model")
     truncation_warn_fraction: float = _f(0.5, min=0.0, max=1.0)
     stop_after_constant_reward_steps: int = _f(0, min=0, help="0: never stop early")
     logging_steps: int = _f(1, min=1)

@@ -85,6 +85,14 @@ def set_checkpointing(model, on: bool) -> None:
         layer.gradient_checkpointing = on
 
 
+def checkpointing_active(model) -> bool:
+    """Whether the next forward recomputes decoder layers' activations (per layer, as set_checkpointing
+    leaves them; the model-level `is_gradient_checkpointing` stays True once it was ever enabled)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return any(m.gradient_checkpointing for m in model.modules() if isinstance(m, GradientCheckpointingLayer))
+
+
 def uses_gradient_checkpointing(hw: Hardware, model_ref: str | None = None,
                                 tokens_per_micro_batch: int | None = None) -> bool:
     """Recompute activations in the backward pass where memory needs it: always on a GPU, where memory

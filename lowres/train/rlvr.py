@@ -34,6 +34,7 @@ from lowres.tasks import get_task
 from lowres.tasks.sampling import disjoint_train_subset
 from lowres.train.backend import (
     activations_need_checkpointing,
+    checkpointing_active,
     load_trainable,
     prepare_backend,
     set_checkpointing,
@@ -81,12 +82,16 @@ class SmallDataGuards(TrainerCallback):
 
 
 def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtype=None,
-                   checkpoint_as_needed: bool = False):
+                   checkpoint_as_needed: bool = False, loss_dtype=None):
     """TRL's GRPOTrainer (Unsloth's patched one when unsloth was imported first), optionally with
     zero-variance groups removed from the loss and with lowres's sampling loop in place of
     `model.generate` (faster, see benchmarks/grpo_step.py; transformers backend only), sampling in
-    `rollout_dtype` (None: the model's), and, with `checkpoint_as_needed`, gradient checkpointing
-    switched on only for micro-batches whose activations would not fit (CPU; see backend.py)."""
+    `rollout_dtype` (None: the model's), the loss's forward autocast to `loss_dtype` (None: the
+    model's), each group's shared prompt run once in the loss's forward (`lean_generation`), and,
+    with `checkpoint_as_needed`, gradient checkpointing switched on only for micro-batches whose
+    activations would not fit (CPU; see backend.py)."""
+    import contextlib
+
     import torch
     from trl import GRPOTrainer
     from trl.models import unwrap_model_for_generation
@@ -133,8 +138,28 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
                 on = activations_need_checkpointing(self.model.config, tokens)
                 set_checkpointing(self.model, on)
                 self.checkpointed_micro_batches[on] += 1
-            loss = super()._compute_loss(model, subset)
+            autocast = (torch.autocast(self.accelerator.device.type, dtype=loss_dtype) if loss_dtype
+                        else contextlib.nullcontext())
+            with autocast:
+                loss = super()._compute_loss(model, subset)
             return loss if live is None else loss * loss_scale(self.loss_type, inputs, subset)
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               **extra):
+            plain = (lean_generation and not compute_aux_loss and all(v is None for v in extra.values())
+                     and (batch_size is None or batch_size >= len(input_ids))
+                     and self.accelerator.num_processes == 1)
+            # A checkpointed layer drops the KV cache the shared prompt needs: TRL's forward then.
+            if plain and not checkpointing_active(self.accelerator.unwrap_model(model)):
+                with self.accelerator.autocast():  # as TRL's forward
+                    shared = shared_prompt_logps(self.accelerator.unwrap_model(model), input_ids, attention_mask,
+                                                 logits_to_keep, compute_entropy)
+                if shared is not None:
+                    return shared
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                **extra)
 
         def _generate_and_score_completions(self, inputs):
             started = time.perf_counter()
@@ -157,6 +182,40 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
 
 
 EXACTLY_SKIPPABLE_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")
+
+
+def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, compute_entropy: bool):
+    """Per-token log-probs (and entropies) of the last `logits_to_keep` tokens of each row, as TRL's
+    `_get_per_token_logps_and_entropies` computes them, but with each distinct prompt run once: a
+    group's rows share their prompt, so its keys and values are computed once (with gradient) and
+    copied to the rows, and only the completions run per row. Same positions, masks and LM head as
+    TRL's single forward, so the result matches it up to float rounding (tests/train/test_grpo_loss.py).
+    None when no prompt repeats (or the prompt is a single token): nothing to share.
+
+    `model` is the unwrapped (PEFT) model whose forward TRL patched with its fused LM head."""
+    import torch
+    from transformers import DynamicCache
+
+    prompt_ids, prompt_mask = input_ids[:, :-logits_to_keep], attention_mask[:, :-logits_to_keep]
+    if prompt_ids.shape[1] < 2:
+        return None
+    distinct, row_prompt = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
+    if len(distinct) == len(input_ids):
+        return None
+    first = torch.full((len(distinct),), len(input_ids), device=input_ids.device).scatter_reduce(
+        0, row_prompt, torch.arange(len(input_ids), device=input_ids.device), reduce="amin")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # The prompt but its last token fills the cache; the last prompt token then predicts the first
+    # completion token in the second forward, which holds every position whose log-prob is scored.
+    cache = DynamicCache(config=base.config)
+    base.base_model(input_ids=prompt_ids[first, :-1], attention_mask=prompt_mask[first, :-1],
+                    past_key_values=cache, use_cache=True)
+    cache.batch_select_indices(row_prompt)
+    completion_ids, completion_mask = input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:]
+    outputs = model(input_ids=torch.cat([prompt_ids[:, -1:], completion_ids[:, :-1]], 1),
+                    attention_mask=attention_mask[:, :-1], past_key_values=cache, fused_lm_head=True,
+                    shift_labels=completion_ids.masked_fill(completion_mask == 0, -100))
+    return outputs.log_probs, (outputs.entropy if compute_entropy else None), None
 
 
 def rows_that_teach(trainer, inputs: dict):
@@ -223,12 +282,25 @@ def rollout_dtype(choice: str, hw: Hardware):
     return None
 
 
+def loss_dtype(choice: str, hw: Hardware):
+    """The torch dtype the GRPO loss's forward is autocast to, or None for the model's (see
+    RlvrSection.loss_dtype). Only an fp32 model changes: bf16/fp16 GPU runs already use mixed precision."""
+    import torch
+
+    if hw.dtype != "fp32" or choice == "model":
+        return None
+    if choice == "bf16" or (hw.device == "cpu" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
+
+
 def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
     """The GRPO trainer class for this recipe on this hardware."""
     lean = hw.backend == "transformers"
     return _trainer_class(recipe.rlvr.zero_variance_groups == "skip", lean_generation=lean,
                           rollout_dtype=rollout_dtype(recipe.rlvr.rollout_dtype, hw),
-                          checkpoint_as_needed=lean and hw.device == "cpu")
+                          checkpoint_as_needed=lean and hw.device == "cpu",
+                          loss_dtype=loss_dtype(recipe.rlvr.loss_dtype, hw))
 
 
 def training_rows(recipe: Recipe) -> list[dict]:
@@ -344,7 +416,8 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
                "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype,
                "gradient_checkpointing": checkpointing, "peak_memory": peak_memory(),
-               "rollout_dtype": str(rollout_dtype(cfg.rollout_dtype, hw) or hw.dtype).removeprefix("torch.")}
+               "rollout_dtype": str(rollout_dtype(cfg.rollout_dtype, hw) or hw.dtype).removeprefix("torch."),
+               "loss_dtype": str(loss_dtype(cfg.loss_dtype, hw) or hw.dtype).removeprefix("torch.")}
     if hw.device == "cpu" and hw.backend == "transformers":
         without, with_ = trainer.checkpointed_micro_batches
         summary["gradient_checkpointing"] = f"as needed: {with_} of {without + with_} micro-batches"

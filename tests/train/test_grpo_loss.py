@@ -31,7 +31,7 @@ def trainer(tmp_path_factory):
                 param.normal_(0, 0.1)
     args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("grpo")), per_device_train_batch_size=6,
                       num_generations=2, max_completion_length=8, beta=0.0, use_cpu=True, report_to=[],
-                      gradient_checkpointing=False, temperature=0.8)
+                      gradient_checkpointing=False, temperature=0.8, bf16=False)  # fp32: exact comparisons
     built = _trainer_class(skip_zero_variance=False, lean_generation=True, checkpoint_as_needed=True)(
         model=model, reward_funcs=[lambda completions, **kw: [0.0] * len(completions)], args=args,
         train_dataset=Dataset.from_list([{"prompt": "hi"}] * 6), processing_class=tokenizer)
@@ -135,3 +135,66 @@ def test_rollout_dtype_follows_the_recipe_and_the_hardware(monkeypatch, device, 
     monkeypatch.setattr(rlvr, "cpu_has_native_bf16", lambda: native)
     hw = Hardware(device, None, None, dtype == "bf16", backend, dtype)
     assert rlvr.rollout_dtype(choice, hw) is expected
+
+
+def test_a_groups_shared_prompt_runs_once_with_the_same_log_probs_and_gradients(trainer):
+    """Rows that share a prompt (a group) get its keys and values from one forward of the prompt; the
+    completions' log-probs, entropies and the gradient through both must be TRL's single forward's."""
+    from trl import GRPOTrainer
+
+    from lowres.train.backend import set_checkpointing
+
+    set_checkpointing(trainer.model, False)  # the shared prompt's cache needs activations kept
+    inputs = micro_batch([1.0] * 6)
+    for later, earlier in ((1, 0), (3, 2), (5, 2)):  # three groups: rows {0, 1}, {2, 3, 5} and {4}
+        inputs["prompt_ids"][later], inputs["prompt_mask"][later] = inputs["prompt_ids"][earlier], inputs["prompt_mask"][earlier]
+    input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    prompt_runs = []
+    hook = trainer.model.get_base_model().model.register_forward_hook(
+        lambda module, args, kwargs, out: prompt_runs.append(kwargs["input_ids"].shape), with_kwargs=True)
+    results = {}
+    try:
+        for name, compute in (("lowres", type(trainer)._get_per_token_logps_and_entropies),
+                              ("trl", GRPOTrainer._get_per_token_logps_and_entropies)):
+            prompt_runs.clear()
+            trainer.model.zero_grad()
+            logps, entropies, _ = compute(trainer, trainer.model, input_ids, attention_mask, 8, compute_entropy=True)
+            (logps * inputs["completion_mask"]).sum().backward()
+            results[name] = (logps.detach(), entropies.detach(), list(prompt_runs),
+                             {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+    finally:
+        hook.remove()
+    lowres, trl = results["lowres"], results["trl"]
+    assert lowres[2] == [torch.Size([3, 4]), torch.Size([6, 8])]  # 3 distinct prompts (less their last token), then 6 rows
+    assert trl[2] == [torch.Size([6, 13])]
+    torch.testing.assert_close(lowres[0], trl[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lowres[1], trl[1], atol=1e-5, rtol=1e-5)
+    assert lowres[3].keys() == trl[3].keys() and trl[3]
+    for name in trl[3]:
+        torch.testing.assert_close(lowres[3][name], trl[3][name], atol=1e-5, rtol=1e-4)
+
+
+def test_distinct_prompts_take_trls_forward(trainer):
+    from lowres.train.rlvr import shared_prompt_logps
+
+    inputs = micro_batch([1.0] * 6)
+    input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    assert shared_prompt_logps(trainer.model, input_ids, attention_mask, 8, False) is None
+
+
+@pytest.mark.parametrize(("device", "dtype", "native", "choice", "expected"), [
+    ("cpu", "fp32", True, "auto", torch.bfloat16),
+    ("cpu", "fp32", False, "auto", None),   # emulated bf16 would be slower
+    ("cpu", "fp32", True, "model", None),
+    ("cuda", "fp32", False, "bf16", torch.bfloat16),
+    ("cuda", "bf16", False, "bf16", None),  # already mixed precision through the trainer's flags
+])
+def test_loss_dtype_follows_the_recipe_and_the_hardware(monkeypatch, device, dtype, native, choice, expected):
+    from lowres.hardware import Hardware
+    from lowres.train import rlvr
+
+    monkeypatch.setattr(rlvr, "cpu_has_native_bf16", lambda: native)
+    hw = Hardware(device, None, None, dtype == "bf16", "transformers", dtype)
+    assert rlvr.loss_dtype(choice, hw) is expected
