@@ -65,13 +65,14 @@ def greedy_matches_generate():
 
     from lowres.decode import sample_batch
 
-    def check(model, tokenizer, prompts: list[str], max_new_tokens: int) -> None:
+    def check(model, tokenizer, prompts: list[str], max_new_tokens: int, reference=None) -> None:
+        """reference: the model `generate` runs on (default: `model`)."""
         tokenizer.padding_side = "left"
         enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
         ours = sample_batch(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
                             {tokenizer.eos_token_id}, temperature=0)
         with torch.no_grad():
-            theirs = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+            theirs = (reference or model).generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
         width = enc["input_ids"].shape[1]
         for row, ids in zip(theirs, ours, strict=True):
