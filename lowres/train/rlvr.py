@@ -150,11 +150,12 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
             plain = (lean_generation and not compute_aux_loss and all(v is None for v in extra.values())
                      and (batch_size is None or batch_size >= len(input_ids))
                      and self.accelerator.num_processes == 1)
+            unwrapped = self.accelerator.unwrap_model(model)
             # A checkpointed layer drops the KV cache the shared prompt needs: TRL's forward then.
-            if plain and not checkpointing_active(self.accelerator.unwrap_model(model)):
+            if plain and not checkpointing_active(unwrapped):
                 with self.accelerator.autocast():  # as TRL's forward
-                    shared = shared_prompt_logps(self.accelerator.unwrap_model(model), input_ids, attention_mask,
-                                                 logits_to_keep, compute_entropy)
+                    shared = shared_prompt_logps(unwrapped, input_ids, attention_mask, logits_to_keep,
+                                                 compute_entropy)
                 if shared is not None:
                     return shared
             return super()._get_per_token_logps_and_entropies(
