@@ -138,8 +138,14 @@ def main() -> None:
     from lowres.rewards import reward_functions
     from lowres.tasks import get_task
     from lowres.train.common import drop_default_printer
-    from lowres.train.rlvr import (build_dataset, grpo_config, loss_dtype, lowres_grpo_trainer, rollout_dtype,
-                                   training_rows)
+    from lowres.train.rlvr import (
+        build_dataset,
+        grpo_config,
+        loss_dtype,
+        lowres_grpo_trainer,
+        rollout_dtype,
+        training_rows,
+    )
 
     tokenizer = models[0][1]
     dataset = build_dataset(training_rows(recipe), tokenizer, recipe)

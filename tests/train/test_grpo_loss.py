@@ -147,7 +147,8 @@ def test_a_groups_shared_prompt_runs_once_with_the_same_log_probs_and_gradients(
     set_checkpointing(trainer.model, False)  # the shared prompt's cache needs activations kept
     inputs = micro_batch([1.0] * 6)
     for later, earlier in ((1, 0), (3, 2), (5, 2)):  # three groups: rows {0, 1}, {2, 3, 5} and {4}
-        inputs["prompt_ids"][later], inputs["prompt_mask"][later] = inputs["prompt_ids"][earlier], inputs["prompt_mask"][earlier]
+        for key in ("prompt_ids", "prompt_mask"):
+            inputs[key][later] = inputs[key][earlier]
     input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
     attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
     prompt_runs = []
@@ -166,7 +167,8 @@ def test_a_groups_shared_prompt_runs_once_with_the_same_log_probs_and_gradients(
     finally:
         hook.remove()
     lowres, trl = results["lowres"], results["trl"]
-    assert lowres[2] == [torch.Size([3, 4]), torch.Size([6, 8])]  # 3 distinct prompts (less their last token), then 6 rows
+    # 3 distinct prompts (less their last token), then the 6 rows' completions
+    assert lowres[2] == [torch.Size([3, 4]), torch.Size([6, 8])]
     assert trl[2] == [torch.Size([6, 13])]
     torch.testing.assert_close(lowres[0], trl[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lowres[1], trl[1], atol=1e-5, rtol=1e-5)
