@@ -46,6 +46,7 @@ NOT_FIT_HINTS = {
               "batch), lower model.max_seq_length, or set warmup.load_in_4bit: true",
     "rlvr": "halve rlvr.per_device_train_batch_size and double rlvr.gradient_accumulation_steps (same batch), "
             "lower rlvr.max_completion_length or rlvr.num_generations, or set rlvr.load_in_4bit: true",
+    "rlvr-no-warmup": "the same as for rlvr (it runs rlvr's settings from the base model)",
     "merge": "merge on a larger GPU, or on the CPU (it needs the 16-bit model in memory once)",
     "eval": "lower eval.batch_size or eval.max_new_tokens",
 }
@@ -179,10 +180,12 @@ def _training_stage(cut: Recipe, real: Recipe, backend: str, stage: str, resolve
                     out: Path) -> StageFigures:
     row = StageFigures(backend, stage)
     args = [stage, str(resolved), "--out", str(out)] + (["--model", model_ref] if stage == "rlvr" else [])
+    if stage == "rlvr-no-warmup":  # the same GRPO from the base model: the baseline's own child command
+        args = ["rlvr", str(resolved), "--no-warmup", "--out", str(out)]
     row.wall_seconds = round(_timed(f"bench {stage} ({backend})", args), 1)
     summary = json.loads((out / "summary.json").read_text())
     rows_per_step = cut.rlvr.per_device_train_batch_size * cut.rlvr.gradient_accumulation_steps
-    for key, value in step_figures(out / "metrics.jsonl", rows_per_step if stage == "rlvr" else None).items():
+    for key, value in step_figures(out / "metrics.jsonl", None if stage == "warmup" else rows_per_step).items():
         setattr(row, key, value)
     row.peak_memory = summary.get("peak_memory") or {}
     if stage == "warmup":
@@ -219,6 +222,8 @@ def _eval_stage(cut: Recipe, real: Recipe, backend: str, model_ref: str, out: Pa
     row.steps_in_recipe = models
     row.extrapolated_seconds = round(per_model * models, 1)
     row.note = f"timed on {sample} question(s) of the base model; {sum(questions.values())} per model"
+    if "rlvr-no-warmup" in real.stages:  # an upper bound: an unchanged baseline adapter reuses the base's scores
+        row.note += "; counts the no-warmup model, whose scores are the base's when its GRPO never updated"
     return row
 
 
@@ -236,7 +241,7 @@ def bench_backend(recipe: Recipe, backend: str, steps: int, stages: list[str], w
         if stage == "merge" and not (run_dir / "warmup" / "adapter").is_dir():
             continue
         try:
-            if stage in ("warmup", "rlvr"):
+            if stage in ("warmup", "rlvr", "rlvr-no-warmup"):
                 rows.append(_training_stage(cut, recipe, backend, stage, resolved, base, run_dir / stage))
             elif stage == "merge":
                 row = StageFigures(backend, "merge", steps_in_recipe=1)
@@ -302,7 +307,8 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
         # Merge and evaluation do not use the training backend: measured once, shown for each.
         shared = [r for r in rows if r.stage in ("merge", "eval")]
         for other in backends[1:]:
-            rows += bench_backend(recipe, other, steps, [s for s in stages if s in ("warmup", "rlvr")],
+            rows += bench_backend(recipe, other, steps,
+                                  [s for s in stages if s in ("warmup", "rlvr", "rlvr-no-warmup")],
                                   workdir / other)
             rows += [dataclasses.replace(r, backend=other) for r in shared]
     finally:

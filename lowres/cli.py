@@ -482,14 +482,19 @@ def export(run_or_model: Path, out: Path, adapter: Path | None, chat_template: s
 @set_option
 @click.option("--model", "model_ref", help="Start model (default: runs/<name>/merge, or the base "
                                            "with rlvr.start_from: base).")
+@click.option("--no-warmup", "no_warmup", is_flag=True,
+              help="The no-warmup baseline: the same GRPO from the base model, into runs/<name>/rlvr-no-warmup.")
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/rlvr).")
-def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, out: Path | None) -> None:
+def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no_warmup: bool,
+         out: Path | None) -> None:
     """Stage 2: LoRA GRPO with the target task's verifiable reward on ≤100 examples."""
+    if no_warmup and model_ref:
+        raise UserError("--no-warmup starts from the recipe's base model; drop --model")
     recipe = _recipe(recipe_file, overrides)
     _training_start(recipe)
     from lowres.train.rlvr import run_rlvr
 
-    run_rlvr(recipe, model_ref, out)
+    run_rlvr(recipe, model_ref, out, stage="rlvr-no-warmup" if no_warmup else "rlvr")
 
 
 # ---------------------------------------------------------------- eval and compare
@@ -508,6 +513,9 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, ou
 @click.option("--chat-template", type=click.Choice(["model", "r1"]), default="model", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option("--sample-dtype", type=click.Choice(["auto", "model", "bf16"]), default="auto", show_default=True,
+              help="Sample from a copy of the weights in this dtype; auto: bf16 for an fp32 model on a CPU that "
+                   "multiplies bf16 natively (about 1.7x faster there), else the model's.")
 @click.option("--label", help="Name for the model in tables (default: the model folder's name).")
 @click.option("--table/--no-table", default=True, hidden=True, help="Print the results table (lowres run prints one "
                                                                    "for all its models instead).")
@@ -518,7 +526,7 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, ou
               help="A YAML file whose top-level tasks: mapping defines tasks without Python (a recipe file is one; "
                    "repeatable); --tasks can then name them.")
 def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_new_tokens, limit_text, batch_size,
-                 chat_template, seed, dtype, label, table, out, plugins, task_specs) -> None:
+                 chat_template, seed, dtype, sample_dtype, label, table, out, plugins, task_specs) -> None:
     """Evaluate a model (hub id, folder, merged checkpoint, or base + --adapter) on tasks: mean accuracy
     ± std over samples, pass@k, format errors, completion length; per-sample JSONL."""
     from lowres.tasks.plugins import load_plugins
@@ -535,7 +543,7 @@ def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_n
     limit = _parse_limit(limit_text, names)
     settings = GenerationSettings(n_samples=n_samples, temperature=temperature, top_p=top_p,
                                   max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  chat_template=chat_template, seed=seed)
+                                  chat_template=chat_template, seed=seed, sample_dtype=sample_dtype)
     default_label = Path(model_ref).name or model_ref
     out = out or Path("runs") / "eval" / (default_label.replace(":", "-") + (f"+{adapter.name}" if adapter else ""))
     output_folder(out, "results folder")
@@ -589,7 +597,8 @@ def compare(runs: tuple[Path, ...], plot: Path) -> None:
 @click.argument("recipe_file", required=False, metavar="[RECIPE]")
 @set_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and the resolved recipe; load nothing.")
-@click.option("--force", "force", multiple=True, type=click.Choice(["warmup", "merge", "rlvr", "eval"]),
+@click.option("--force", "force", multiple=True, type=click.Choice(["warmup", "merge", "rlvr", "rlvr-no-warmup",
+                                                                    "eval"]),
               metavar="STAGE", help="Run STAGE again even if it is done, and every stage that depends on it "
                                     "(repeatable).")
 def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, force: tuple[str, ...]) -> None:

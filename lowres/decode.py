@@ -79,24 +79,33 @@ def _accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(_unwrapped(model).forward).parameters
 
 
-class PreallocatedLayer(DynamicLayer):
-    """A KV-cache layer that writes new keys and values into a buffer with room for `reserve` more
-    tokens, instead of concatenating (a copy of the whole cache) at every step."""
+# A cache buffer grows by this many positions at a time (one copy of the cache per GROW steps).
+GROW = 64
 
-    def __init__(self, reserve: int):
+
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer that writes new keys and values into a buffer with room for up to GROW more
+    tokens, instead of concatenating (a copy of the whole cache) at every step. The buffer is
+    zero-filled past the written positions, so one-token attention can read all of it as one
+    contiguous tensor (see `_sdpa_grouped`)."""
+
+    def __init__(self, reserve: int = GROW):
         super().__init__()
-        self.reserve, self.length = reserve, 0
+        self.grow, self.length = max(1, min(reserve, GROW)), 0
 
     def update(self, key_states, value_states, *args, **kwargs):
         n = key_states.shape[-2]
         if not self.is_initialized:
             self.dtype, self.device = key_states.dtype, key_states.device
-            self._keys = key_states.new_empty((*key_states.shape[:2], n + self.reserve, key_states.shape[-1]))
-            self._values = value_states.new_empty((*value_states.shape[:2], n + self.reserve, value_states.shape[-1]))
+            self._keys = key_states.new_zeros((*key_states.shape[:2], n + self.grow, key_states.shape[-1]))
+            self._values = value_states.new_zeros((*value_states.shape[:2], n + self.grow, value_states.shape[-1]))
             self.is_initialized = True
-        if self.length + n > self._keys.shape[-2]:  # past the reserve: grow (rare)
-            self._keys = torch.cat([self._keys, torch.empty_like(self._keys)], dim=-2)
-            self._values = torch.cat([self._values, torch.empty_like(self._values)], dim=-2)
+        if self.length + n > self._keys.shape[-2]:  # full: move into a bigger zero-filled buffer
+            size = self.length + n + self.grow
+            keys = self._keys.new_zeros((*self._keys.shape[:2], size, self._keys.shape[-1]))
+            values = self._values.new_zeros((*self._values.shape[:2], size, self._values.shape[-1]))
+            keys[:, :, :self.length], values[:, :, :self.length] = self.keys, self.values
+            self._keys, self._values = keys, values
         self._keys[:, :, self.length:self.length + n] = key_states
         self._values[:, :, self.length:self.length + n] = value_states
         self.length += n
@@ -131,14 +140,32 @@ def _sdpa_grouped(module, query, key, value, attention_mask, dropout=0.0, scalin
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True)
         return out.transpose(1, 2).contiguous(), None
     batch, heads, _, dim = query.shape
+    length = key.shape[-2]
+    # The keys and values are the first `length` positions of PreallocatedLayer's buffers. Sliced, they
+    # are not contiguous, and a CPU bf16 matmul copies such an input first (a copy of the whole cache,
+    # per layer and step: 5x the matmul itself at 32 rows x 500 keys); the whole zero-filled buffer is
+    # contiguous, and its unwritten positions are masked out below.
+    key, value = _whole_buffer(key), _whole_buffer(value)
+    if key.shape[-2] != value.shape[-2]:
+        key, value = key[:, :, :length], value[:, :, :length]
     grouped = query.view(batch, key.shape[1], heads // key.shape[1], dim)  # query heads by key/value head
     scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * (dim ** -0.5 if scaling is None else scaling)
     if mask is not None and mask.dtype == torch.bool:
-        scores = scores.masked_fill(~mask.view(batch, 1, 1, -1), float("-inf"))
+        scores[..., :length].masked_fill_(~mask.view(batch, 1, 1, -1), float("-inf"))
     elif mask is not None:
-        scores = scores + mask.view(batch, 1, 1, -1)
+        scores[..., :length] += mask.view(batch, 1, 1, -1)
+    scores[..., length:] = float("-inf")
     out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # softmax in fp32, as SDPA's
     return out.view(batch, 1, heads, dim), None  # (batch, query tokens, heads, dim), as SDPA returns it
+
+
+def _whole_buffer(view: torch.Tensor) -> torch.Tensor:
+    """The contiguous buffer a cache view was sliced from (positions only), or the view itself."""
+    base = view._base
+    if (base is not None and base.is_contiguous() and base.dim() == 4 and base.shape[:2] == view.shape[:2]
+            and base.shape[-1] == view.shape[-1] and base.data_ptr() == view.data_ptr()):
+        return base
+    return view
 
 
 AttentionInterface.register("lowres_sdpa_grouped", _sdpa_grouped)

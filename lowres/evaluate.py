@@ -33,6 +33,8 @@ class GenerationSettings:
     batch_size: int = 8
     chat_template: ChatTemplate = "model"
     seed: int = 0
+    # auto: sample from a bf16 copy of an fp32 model on a CPU that multiplies bf16 natively (hardware.rollout_dtype)
+    sample_dtype: str = "auto"
 
 
 @dataclass
@@ -84,8 +86,9 @@ class Sample:
 
 def generate_completions(model, tokenizer, prompts: list[str], settings: GenerationSettings,
                          description: str = "generating", top_k: int | None = None,
-                         show_progress: bool = True) -> list[list[tuple[str, int, bool]]]:
-    """For each prompt, n completions as (text, n_tokens, hit_max_new_tokens). Batched, left-padded."""
+                         show_progress: bool = True, rollout_dtype=None) -> list[list[tuple[str, int, bool]]]:
+    """For each prompt, n completions as (text, n_tokens, hit_max_new_tokens). Batched, left-padded.
+    rollout_dtype: sample from a copy of the weights in this torch dtype (None: the model's)."""
     import torch
 
     from lowres.decode import sample_batch
@@ -103,7 +106,7 @@ def generate_completions(model, tokenizer, prompts: list[str], settings: Generat
                             add_special_tokens=False).to(model.device)
             # top_k 0 disables the top-k cut (as vLLM's default) unless one is asked for.
             new = sample_batch(model, enc["input_ids"], enc["attention_mask"], settings.max_new_tokens, stop_ids,
-                               settings.temperature, settings.top_p, top_k or 0, generator)
+                               settings.temperature, settings.top_p, top_k or 0, generator, rollout_dtype)
             for ids, (i, j) in zip(new, batch, strict=True):
                 truncated = len(ids) == settings.max_new_tokens and ids[-1] not in stop_ids
                 out[i][j] = (tokenizer.decode(ids, skip_special_tokens=True), len(ids), truncated)
@@ -119,13 +122,15 @@ def _stop_token_ids(model, tokenizer) -> set[int]:
 
 
 class HFGenerator:
-    """Sampling from a transformers model with lowres.decode (CPU or GPU)."""
+    """Sampling from a transformers model with lowres.decode (CPU or GPU), optionally from a copy of its
+    weights in `rollout_dtype`."""
 
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, rollout_dtype=None):
+        self.model, self.tokenizer, self.rollout_dtype = model, tokenizer, rollout_dtype
 
     def __call__(self, prompts: list[str], settings: GenerationSettings, description: str):
-        return generate_completions(self.model, self.tokenizer, prompts, settings, description=description)
+        return generate_completions(self.model, self.tokenizer, prompts, settings, description=description,
+                                    rollout_dtype=self.rollout_dtype)
 
 
 def vllm_dtype(dtype: str) -> str:
@@ -266,7 +271,7 @@ def evaluate_model(model_ref: str, task_names: list[str], settings: GenerationSe
     if todo:
         hw = detect(dtype)
         with eval_oom_guard(settings):
-            generator = _generator(model_ref, adapter, hw)
+            generator = _generator(model_ref, adapter, hw, settings.sample_dtype)
             for task in todo:
                 rows = task.load("test", limit=limit_for(limit, task.name), seed=settings.seed)
                 results[task.name] = evaluate_task(generator, task, rows, settings, label,
@@ -285,9 +290,9 @@ def eval_oom_guard(settings: GenerationSettings):
     return oom_guard("eval", {"eval.batch_size": settings.batch_size, "eval.max_new_tokens": settings.max_new_tokens})
 
 
-def _generator(model_ref: str, adapter: Path | None, hw):
+def _generator(model_ref: str, adapter: Path | None, hw, sample_dtype: str = "auto"):
     """vLLM on a CUDA machine that has it, lowres's sampling loop (lowres.decode) everywhere else."""
-    from lowres.hardware import vllm_installed
+    from lowres.hardware import rollout_dtype, vllm_installed
     from lowres.models import load_model_and_tokenizer, resolve_model
 
     if hw.device == "cuda" and vllm_installed():
@@ -301,7 +306,7 @@ def _generator(model_ref: str, adapter: Path | None, hw):
 
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
-    return HFGenerator(model, tokenizer)
+    return HFGenerator(model, tokenizer, rollout_dtype(sample_dtype, hw))
 
 
 def load_results(path: Path) -> list[EvalResult]:

@@ -112,19 +112,23 @@ def _tasks_identity(recipe: Recipe) -> list:
 
 
 def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
-    """Fingerprints of base, warmup, merge and rlvr; a change anywhere upstream changes them."""
+    """Fingerprints of base, warmup, merge, rlvr and rlvr-no-warmup; a change anywhere upstream changes them."""
     base = fingerprint(__version__, model_identity(recipe.model.name_or_path), recipe.model, recipe.seed)
     warm_data = recipe.data.warmup
     warmup = fingerprint(base, warm_data, recipe.warmup,
                          None if warm_data.source == "kk-solver" else file_identity(warm_data.source))
     merge = fingerprint(warmup, recipe.merge)
-    start = merge if recipe.rlvr.start_from == "warmup" else base
     target = recipe.data.target
     # The training rows are chosen disjoint from the questions the eval scores, so those count too.
     eval_overlap = (target.task in recipe.eval.tasks, recipe.eval.limit_for(target.task))
-    rlvr = fingerprint(start, target, file_identity(target.path), os.environ.get("LOWRES_DATA_DIR"),
-                       _plugins_identity(recipe), eval_overlap, recipe.rlvr, *_task_parts(recipe))
-    return {"base": base, "warmup": warmup, "merge": merge, "rlvr": rlvr}
+
+    def rlvr_from(start: str) -> str:
+        return fingerprint(start, target, file_identity(target.path), os.environ.get("LOWRES_DATA_DIR"),
+                           _plugins_identity(recipe), eval_overlap, recipe.rlvr, *_task_parts(recipe))
+
+    return {"base": base, "warmup": warmup, "merge": merge,
+            "rlvr": rlvr_from(merge if recipe.rlvr.start_from == "warmup" else base),
+            "rlvr-no-warmup": rlvr_from(base)}
 
 
 def eval_fingerprint(recipe: Recipe, made_by: str) -> str:

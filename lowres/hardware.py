@@ -147,3 +147,28 @@ def package_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def rollout_dtype(choice: str, hw: Hardware):
+    """The torch dtype to sample in (GRPO completions, evaluation), or None for the model's own (see
+    RlvrSection.rollout_dtype); only lowres's sampling loop (transformers backend) can change it."""
+    import torch
+
+    if hw.backend != "transformers" or hw.dtype == "bf16" or choice == "model":
+        return None
+    if choice == "bf16" or (hw.device == "cpu" and hw.dtype == "fp32" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
+
+
+def loss_dtype(choice: str, hw: Hardware):
+    """The torch dtype a training loss's forward and backward are autocast to, or None for the model's
+    (see RlvrSection.loss_dtype, WarmupSection.loss_dtype). Only an fp32 model changes: bf16/fp16 GPU
+    runs already use mixed precision."""
+    import torch
+
+    if hw.dtype != "fp32" or choice == "model":
+        return None
+    if choice == "bf16" or (hw.device == "cpu" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None

@@ -6,11 +6,14 @@ A stage that finished with the same inputs and settings is skipped (its folder h
 with a fingerprint of what it was made from, lowres.fingerprint); a stage that was interrupted resumes
 from its last checkpoint, and only from one made under the same fingerprint (lowres.train.resume);
 `--force STAGE` runs a stage and everything downstream of it again. Evaluation scores every model the
-run has — the base, the merged warmup model and the RLVR model — on the same questions.
+run has — the base, the merged warmup model, the RLVR model and, with the rlvr-no-warmup stage, the
+same GRPO run from the base — on the same questions; a GRPO adapter that never moved from its
+initialisation is its start model, whose scores are reused rather than sampled again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 import time
@@ -27,7 +30,7 @@ from lowres.fingerprint import eval_fingerprint, hub_revision, stage_fingerprint
 from lowres.launch import run_stage
 from lowres.models import describe_model
 from lowres.recipe import DEFAULT_RECIPE, Recipe, dump_recipe
-from lowres.report import plot_comparison, plot_training_curve, results_markdown, results_table
+from lowres.report import comparison_lines, plot_comparison, plot_reward_curves, results_markdown, results_table
 from lowres.train.resume import set_aside_checkpoints
 from lowres.ui import console
 
@@ -58,11 +61,13 @@ def _eval_labels(recipe: Recipe) -> list[str]:
         labels.append("warmup")
     if "rlvr" in recipe.stages:
         labels.append("rlvr")
+    if "rlvr-no-warmup" in recipe.stages:
+        labels.append("rlvr-no-warmup")
     return labels
 
 
 # Which stage made each evaluated model.
-EVAL_MADE_BY = {"base": "base", "warmup": "merge", "rlvr": "rlvr"}
+EVAL_MADE_BY = {"base": "base", "warmup": "merge", "rlvr": "rlvr", "rlvr-no-warmup": "rlvr-no-warmup"}
 
 
 def rerun_set(recipe: Recipe, force: tuple[str, ...] | list[str]) -> set[str]:
@@ -106,6 +111,7 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
                   f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base)",
         "merge": "merge the warmup adapter into the 16-bit base",
         "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model",
+        "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
         "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples{limit_text}"
                 + f"; models: {', '.join(_eval_labels(recipe))}",
     }
@@ -130,7 +136,7 @@ def _start_over(recipe: Recipe, name: str, why: str) -> None:
         return
     folder = recipe.run_dir / name
     (folder / DONE).unlink(missing_ok=True)
-    if name in ("warmup", "rlvr"):
+    if name in ("warmup", "rlvr", "rlvr-no-warmup"):
         set_aside_checkpoints(folder, name, why)
 
 
@@ -178,15 +184,24 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
                         "--verify-prompts", str(recipe.merge.verify_prompts)])
     if "rlvr" in recipe.stages:
         stage("rlvr", ["rlvr", str(resolved), "--out", str(run_dir / "rlvr")])
+    if "rlvr-no-warmup" in recipe.stages:
+        stage("rlvr-no-warmup", ["rlvr", str(resolved), "--no-warmup", "--out", str(run_dir / "rlvr-no-warmup")])
 
     results: dict[str, list[EvalResult]] = {}
     if "eval" in recipe.stages:
         console.rule("eval")
         rlvr_start = str(merged) if recipe.rlvr.start_from == "warmup" else recipe.model.name_or_path
         models = {"base": (recipe.model.name_or_path, None), "warmup": (str(merged), None),
-                  "rlvr": (rlvr_start, run_dir / "rlvr" / "adapter")}
+                  "rlvr": (rlvr_start, run_dir / "rlvr" / "adapter"),
+                  "rlvr-no-warmup": (recipe.model.name_or_path, run_dir / "rlvr-no-warmup" / "adapter")}
+        start_label = {"rlvr": "warmup" if recipe.rlvr.start_from == "warmup" else "base", "rlvr-no-warmup": "base"}
         for label in _eval_labels(recipe):
-            results[label] = evaluate_stage_model(recipe, *models[label], label=label)
+            model_ref, adapter = models[label]
+            same_as = start_label.get(label)
+            if same_as in results and adapter_is_unchanged(adapter):
+                results[label] = reuse_results(recipe, label, same_as, results[same_as])
+            else:
+                results[label] = evaluate_stage_model(recipe, model_ref, adapter, label=label)
         write_report(recipe, results)
     console.print(f"done in {time.time() - started:.0f} s → {recipe.run_dir}")
     return results
@@ -198,7 +213,8 @@ def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: st
     args = ["eval", model_ref, "--tasks", ",".join(e.tasks), "--n-samples", str(e.n_samples),
             "--temperature", repr(e.temperature), "--top-p", repr(e.top_p), "--max-new-tokens", str(e.max_new_tokens),
             "--batch-size", str(e.batch_size), "--chat-template", recipe.model.chat_template,
-            "--seed", str(recipe.seed), "--dtype", recipe.model.dtype, "--label", label, "--out", str(out_dir),
+            "--seed", str(recipe.seed), "--dtype", recipe.model.dtype, "--sample-dtype", e.sample_dtype,
+            "--label", label, "--out", str(out_dir),
             "--no-table"]
     if isinstance(e.limit, dict):
         args += ["--limit", ",".join(f"{task}={n}" for task, n in e.limit.items())]
@@ -227,21 +243,57 @@ def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, l
     return load_results(out_root)
 
 
+def adapter_is_unchanged(adapter: Path | None) -> bool:
+    """Whether a LoRA adapter is still its initialisation: every B matrix zero, so it adds nothing to the
+    model. GRPO leaves it so when no step had a reward difference to learn from (every group's
+    completions scored alike): the model is then exactly the one it started from."""
+    if adapter is None or not (adapter / "adapter_model.safetensors").is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
+        b_names = [name for name in weights.keys() if "lora_B" in name]
+        return bool(b_names) and all(not weights.get_tensor(name).any() for name in b_names)
+
+
+def reuse_results(recipe: Recipe, label: str, same_as: str, results: list[EvalResult]) -> list[EvalResult]:
+    """`label`'s scores when its model is `same_as`'s model unchanged: the same results, relabelled and
+    written to its eval folder, instead of sampling the same model twice."""
+    console.print(f"eval {label}: its adapter is unchanged from initialisation (no GRPO step had a reward "
+                  f"difference to learn from), so the model is the {same_as} model — its scores are {same_as}'s")
+    out_root = recipe.run_dir / "eval" / label
+    fingerprint = eval_fingerprint(recipe, EVAL_MADE_BY[label])
+    if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
+        return load_results(out_root)
+    reused = [dataclasses.replace(r, model=label, seconds=0.0) for r in results]
+    out_root.mkdir(parents=True, exist_ok=True)
+    write_json(out_root / "results.json", [dataclasses.asdict(r) for r in reused])
+    write_json(out_root / DONE, {"fingerprint": fingerprint, "seconds": 0.0, "same_as": same_as})
+    return reused
+
+
 def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
     """The run's report: the table on screen, report.md, and PNG plots next to it."""
     console.print(results_table(results))
     run_dir = recipe.run_dir
     lines = [f"# {recipe.name}\n", f"{recipe.description}\n", f"Model: {describe_model(recipe.model.name_or_path)}\n",
              "## Accuracy (%), mean ± std over samples (share of well-formed answers)\n", results_markdown(results)]
+    compared = comparison_lines(results)
+    if compared:
+        for line in compared:
+            console.print(line.replace("**", ""))
+        lines += ["## Comparisons\n", "\n".join(compared) + "\n"]
     if importlib.util.find_spec("matplotlib") is None:
         # A declared dependency, but a hand-assembled environment (e.g. an offline GPU box) may lack it.
         console.print("[yellow]plots skipped: matplotlib is not installed[/yellow]")
     else:
         plot_comparison(results, run_dir / "comparison.png")
         lines.append("![comparison](comparison.png)\n")
-        metrics = run_dir / "rlvr" / "metrics.jsonl"
-        if metrics.is_file() and plot_training_curve(metrics, run_dir / "rlvr_reward.png",
-                                                     ("reward", "frac_reward_zero_std")):
+        arms = {"from the warmup" if recipe.rlvr.start_from == "warmup" else "from the base": run_dir / "rlvr",
+                "from the base (no warmup)": run_dir / "rlvr-no-warmup"}
+        curves = {label: folder / "metrics.jsonl" for label, folder in arms.items()
+                  if (folder / "metrics.jsonl").is_file()}
+        if curves and plot_reward_curves(curves, run_dir / "rlvr_reward.png"):
             lines.append("## RLVR\n\n![reward over steps](rlvr_reward.png)\n")
     report = run_dir / "report.md"
     artifacts.write_text(report, "\n".join(lines))

@@ -63,7 +63,7 @@ def _check_spec_tasks(recipe: Recipe) -> None:
     """The local files of the recipe's `tasks:` that a stage uses: they exist and every row has the fields
     (a bad row is named by file and line); hf: sources are read when the stage runs."""
     used = set(recipe.eval.tasks) if "eval" in recipe.stages else set()
-    if "rlvr" in recipe.stages:
+    if "rlvr" in recipe.stages:  # (rlvr-no-warmup needs rlvr)
         used.add(recipe.data.target.task)
     from lowres.tasks import get_task
 

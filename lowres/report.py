@@ -54,6 +54,40 @@ def results_markdown(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
+RUN_LABELS = ("base", "warmup", "rlvr", "rlvr-no-warmup")  # a run's evaluated models, in table order
+
+# What a run's comparisons mean: (later, earlier, what the difference measures).
+COMPARISONS = (("warmup", "base", "warmup alone"),
+               ("rlvr", "rlvr-no-warmup", "the same GRPO from the warmed model vs from the base"),
+               ("rlvr", "warmup", "GRPO on top of the warmup"))
+
+
+def standard_error(result: EvalResult) -> float:
+    """The binomial standard error of an accuracy over its n_questions × n_samples answers. Answers to
+    the same question are correlated, so this understates the real uncertainty somewhat."""
+    n = max(result.n_questions * result.n_samples, 1)
+    return (result.accuracy_mean * (1 - result.accuracy_mean) / n) ** 0.5
+
+
+def comparison_lines(results: Results) -> list[str]:
+    """One Markdown line per comparison the run has, per task: the difference in points, both figures,
+    the well-formed shares, and whether the difference is beyond 2 standard errors."""
+    lines = []
+    for later, earlier, meaning in COMPARISONS:
+        if later not in results or earlier not in results:
+            continue
+        for task in _tasks(results):
+            a, b = _lookup(results, later, task), _lookup(results, earlier, task)
+            if a is None or b is None:
+                continue
+            diff = 100 * (a.accuracy_mean - b.accuracy_mean)
+            noise = 200 * (standard_error(a) ** 2 + standard_error(b) ** 2) ** 0.5
+            verdict = "beyond" if abs(diff) > noise else "within"
+            lines.append(f"- **{later} vs {earlier}** ({meaning}), {task}: {diff:+.1f} points "
+                         f"({_cell(a)} vs {_cell(b)}); {verdict} noise (2 standard errors: ±{noise:.1f})")
+    return lines
+
+
 def collect(paths: list[Path]) -> Results:
     """Results from `lowres eval` output folders and/or `lowres run` folders (runs/<name>)."""
     results: Results = {}
@@ -61,8 +95,8 @@ def collect(paths: list[Path]) -> Results:
         if (path / "results.json").is_file():
             results[path.name] = load_results(path)
         elif (path / "eval").is_dir():
-            for label_dir in sorted((path / "eval").iterdir(), key=lambda p: ("base", "warmup", "rlvr").index(p.name)
-                                    if p.name in ("base", "warmup", "rlvr") else 9):
+            for label_dir in sorted((path / "eval").iterdir(), key=lambda p: RUN_LABELS.index(p.name)
+                                    if p.name in RUN_LABELS else 9):
                 if (label_dir / "results.json").is_file():
                     results[f"{path.name}/{label_dir.name}"] = load_results(label_dir)
         else:
@@ -100,26 +134,35 @@ def plot_comparison(results: Results, png: Path) -> Path:
     return png
 
 
-def plot_training_curve(metrics_jsonl: Path, png: Path, keys: tuple[str, ...] = ("reward",)) -> Path | None:
-    """A metric over steps from a stage's metrics.jsonl (e.g. the RLVR reward). None if nothing logged."""
+def plot_reward_curves(curves: dict[str, Path], png: Path) -> Path | None:
+    """GRPO runs side by side: each run's mean reward per step (left) and its share of groups whose
+    completions all scored the same, which carry no learning signal (right). None if nothing logged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_jsonl(metrics_jsonl)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     plotted = False
-    for key in keys:
-        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=key)
-            plotted = True
+    for label, metrics in curves.items():
+        records = read_jsonl(metrics) if metrics.is_file() else []
+        for ax, key in ((left, "reward"), (right, "frac_reward_zero_std")):
+            points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+                plotted = True
     if not plotted:
         plt.close(fig)
         return None
-    ax.set_xlabel("step")
-    ax.legend(fontsize=8)
+    left.set_title("mean reward per step", fontsize=9)
+    right.set_title("groups with no reward difference (no signal)", fontsize=9)
+    right.set_ylim(-0.05, 1.05)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("GRPO step")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)

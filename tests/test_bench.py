@@ -25,7 +25,7 @@ def sets(overrides):
 
 def test_step_counts_of_the_real_recipe():
     demo = load_recipe(bundled_recipes()["demo"])
-    assert bench.warmup_steps(demo, 76) == 19  # 80 traces, 4 held out, batch 4, one epoch
+    assert bench.warmup_steps(demo, 46) == 23  # 48 traces, 2 held out, batch 2, one epoch
     assert bench.rlvr_steps(demo, 64) == 3  # max_steps wins
     epochs = load_recipe(bundled_recipes()["demo"], ["rlvr.max_steps=-1", "rlvr.num_train_epochs=2"])
     assert bench.rlvr_steps(epochs, 64) == 2 * 64 * 4 // 8
@@ -42,7 +42,8 @@ def test_unsloth_without_a_gpu_is_one_line_and_exit_2(tmp_path):
 def test_an_unknown_stage_is_one_line_and_exit_2():
     result = CliRunner().invoke(cli, ["bench", "demo", "--stages", "warmup,rvlr"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --stages: no stage 'rvlr'; choose from warmup, merge, rlvr, eval"
+    assert result.output.strip() == ("error: --stages: no stage 'rvlr'; choose from warmup, merge, rlvr, "
+                                     "rlvr-no-warmup, eval")
 
 
 def test_out_of_memory_is_exit_code_3_with_the_settings_to_lower():
@@ -56,7 +57,10 @@ def test_out_of_memory_is_exit_code_3_with_the_settings_to_lower():
 
 def test_a_stage_that_runs_out_of_memory_does_not_fit(monkeypatch, tmp_path):
     """The child's out-of-memory exit code (3) becomes a 'does not fit' row naming what to lower."""
+    commands = []
+
     def out_of_memory(stage, args, **kwargs):
+        commands.append(args)
         raise StageFailed(stage, OutOfMemory.exit_code, None)
 
     monkeypatch.setattr(bench, "run_stage", out_of_memory)
@@ -64,7 +68,8 @@ def test_a_stage_that_runs_out_of_memory_does_not_fit(monkeypatch, tmp_path):
     recipe = load_recipe(bundled_recipes()["demo"])
     report = bench.bench(recipe, steps=1, workdir=tmp_path)
     rows = {r["stage"]: r for r in report["stages"]}
-    assert set(rows) == {"warmup", "rlvr", "eval"}  # no adapter, so no merge to measure
+    assert set(rows) == {"warmup", "rlvr", "rlvr-no-warmup", "eval"}  # no adapter, so no merge to measure
+    assert commands[2][0] == "rlvr" and "--no-warmup" in commands[2]  # the baseline's own command
     assert all(r["status"] == "does not fit" for r in rows.values())
     assert "rlvr.max_completion_length" in rows["rlvr"]["note"]
     assert report["extrapolated_recipe_seconds"] == {"transformers": None}
@@ -75,8 +80,9 @@ def test_a_stage_that_runs_out_of_memory_does_not_fit(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_bench_demo_fills_every_figure_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(cli, ["bench", "demo", "--steps", "1", *sets(TINY), "--json", str(out)],
-                                terminal_width=200)
+    # (the rlvr-no-warmup stage is measured the same way as rlvr, with its own command: left out for time)
+    result = CliRunner().invoke(cli, ["bench", "demo", "--steps", "1", *sets(TINY), "--json", str(out),
+                                      "--stages", "warmup,merge,rlvr,eval"], terminal_width=200)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     rows = {r["stage"]: r for r in report["stages"]}
@@ -90,11 +96,11 @@ def test_bench_demo_fills_every_figure_and_writes_json(tmp_path):
     assert rows["rlvr"]["generation_tokens_per_second"] > 0
     assert rows["warmup"]["steps_in_recipe"] == 4  # 8 traces (too few to hold any out), batch 2, one epoch
     assert rows["rlvr"]["steps_in_recipe"] == 3
-    assert rows["eval"]["steps_in_recipe"] == 3  # base, warmup and rlvr models
+    assert rows["eval"]["steps_in_recipe"] == 4  # base, warmup, rlvr and rlvr-no-warmup models
     total = report["extrapolated_recipe_seconds"]["transformers"]
     assert total == pytest.approx(sum(r["extrapolated_seconds"] for r in rows.values()), abs=0.5)
     assert report["hardware"]["matmul_fp32_gflops"] > 0 and report["versions"]["torch"]
-    assert set(report["fingerprints"]) == {"base", "warmup", "merge", "rlvr"}
+    assert set(report["fingerprints"]) == {"base", "warmup", "merge", "rlvr", "rlvr-no-warmup"}
     assert "whole recipe on transformers" in result.output
 
 

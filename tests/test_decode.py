@@ -101,8 +101,8 @@ def _lora_model(model):
 
     from peft import LoraConfig, get_peft_model
 
+    torch.manual_seed(0)  # A's initialisation too: the test must not depend on what ran before it
     peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    torch.manual_seed(0)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
@@ -165,3 +165,28 @@ def test_bf16_rollouts_of_an_fp32_model_decode_as_generate_on_its_bf16_copy(embe
     with rollout_weights(peft_model, torch.bfloat16):
         embed = peft_model.get_base_model().model.embed_tokens.weight
         assert embed.dtype == torch.bfloat16 and embed is peft_model.get_base_model().lm_head.weight
+
+
+def test_one_token_bf16_attention_reads_the_whole_cache_buffer_and_masks_its_unwritten_tail():
+    """The decode step's attention reads PreallocatedLayer's zero-filled buffer whole (a sliced view
+    would be copied by the matmul); the positions not yet written must not change the result, also
+    after the buffer has grown and after finished rows were dropped."""
+    import torch.nn.functional as F
+
+    from lowres.decode import GROW, PreallocatedLayer, _sdpa_grouped, _whole_buffer
+
+    torch.manual_seed(0)
+    layer = PreallocatedLayer()
+    keys, values = layer.update(torch.randn(3, 2, 5, 8).bfloat16(), torch.randn(3, 2, 5, 8).bfloat16())
+    for _ in range(GROW + 3):  # past the first buffer: it grows once
+        keys, values = layer.update(torch.randn(3, 2, 1, 8).bfloat16(), torch.randn(3, 2, 1, 8).bfloat16())
+    layer.batch_select_indices(torch.tensor([0, 2]))  # a finished row dropped
+    keys, values = layer.update(torch.randn(2, 2, 1, 8).bfloat16(), torch.randn(2, 2, 1, 8).bfloat16())
+    assert keys.shape[-2] == 5 + GROW + 4 and _whole_buffer(keys).shape[-2] > keys.shape[-2]
+    query = torch.randn(2, 6, 1, 8).bfloat16()  # 6 query heads over 2 key/value heads
+    mask = torch.ones(2, 1, 1, keys.shape[-2], dtype=torch.bool)
+    mask[0, ..., :3] = False  # left padding of the first row
+    out, _ = _sdpa_grouped(None, query, keys, values, mask)
+    reference = F.scaled_dot_product_attention(query.float(), keys.float(), values.float(), attn_mask=mask,
+                                               enable_gqa=True).transpose(1, 2)
+    torch.testing.assert_close(out.float(), reference, atol=2e-2, rtol=2e-2)

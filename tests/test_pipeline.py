@@ -40,21 +40,27 @@ def test_demo_runs_end_to_end_then_skips_finished_stages(tmp_path, monkeypatch):
     recipe = load_recipe(bundled_recipes()["demo"], overrides)
     results = run_recipe(recipe)
     run = tmp_path / "demo"
-    assert list(results) == ["base", "warmup", "rlvr"]
+    assert list(results) == ["base", "warmup", "rlvr", "rlvr-no-warmup"]
     for label in results:
         saved = json.loads((run / "eval" / label / "results.json").read_text())
         assert saved[0]["task"] == "kk_easy" and saved[0]["n_questions"] == 2
     assert (run / "merge" / "merge.json").is_file() and (run / "rlvr" / "adapter" / "adapter_config.json").is_file()
     report = (run / "report.md").read_text()
     assert "| kk_easy |" in report and (run / "comparison.png").stat().st_size > 1000
-    assert (run / "rlvr_reward.png").is_file()
+    assert "**rlvr vs rlvr-no-warmup**" in report and "**warmup vs base**" in report
+    assert (run / "rlvr_reward.png").is_file() and "![reward over steps](rlvr_reward.png)" in report
+    # From the base, 24 tokens never make a well-formed answer: every group scored alike, GRPO never
+    # moved the adapter, so the baseline's model is the base model and its scores are reused, not resampled.
+    assert json.loads((run / "eval" / "rlvr-no-warmup" / "done.json").read_text())["same_as"] == "base"
+    assert results["rlvr-no-warmup"][0].accuracy_mean == results["base"][0].accuracy_mean
+    assert not (run / "eval" / "rlvr-no-warmup" / "kk_easy").exists()
 
     def done_markers():
-        """Stage-level done markers: warmup, merge, rlvr, and the eval of base, warmup, rlvr."""
+        """Stage-level done markers: warmup, merge, the two GRPO runs, and the eval of the four models."""
         return {p: p.stat().st_mtime for p in [*run.glob("*/done.json"), *run.glob("eval/*/done.json")]}
 
     stamps = done_markers()
-    assert len(stamps) == 6
+    assert len(stamps) == 8
     again = run_recipe(load_recipe(bundled_recipes()["demo"], overrides))
     assert done_markers() == stamps  # nothing was redone
     assert again["rlvr"][0].accuracy_mean == results["rlvr"][0].accuracy_mean
@@ -68,8 +74,9 @@ def test_force_reruns_a_stage_and_what_depends_on_it():
     demo = load_recipe(bundled_recipes()["demo"])
     assert rerun_set(demo, ["warmup"]) == {"warmup", "merge", "rlvr", "eval:warmup", "eval:rlvr"}
     assert rerun_set(demo, ["rlvr"]) == {"rlvr", "eval:rlvr"}
-    assert rerun_set(demo, ["eval"]) == {"eval", "eval:base", "eval:warmup", "eval:rlvr"}
-    baseline = load_recipe(bundled_recipes()["demo-no-warmup"])
+    assert rerun_set(demo, ["eval"]) == {"eval", "eval:base", "eval:warmup", "eval:rlvr", "eval:rlvr-no-warmup"}
+    assert rerun_set(demo, ["rlvr-no-warmup"]) == {"rlvr-no-warmup", "eval:rlvr-no-warmup"}
+    baseline = load_recipe(bundled_recipes()["qwen2.5-3b-math-no-warmup"])
     assert rerun_set(baseline, ["rlvr"]) == {"rlvr", "eval:rlvr"}
 
 
@@ -116,3 +123,50 @@ def test_fingerprints_follow_the_model_folder_and_the_lowres_version(tmp_path, m
     assert changed["base"] != before["base"] and changed["warmup"] != before["warmup"]
     monkeypatch.setattr(fp, "__version__", "99.0")
     assert fp.stage_fingerprints(recipe)["warmup"] != changed["warmup"]
+
+
+def test_an_adapter_is_unchanged_only_while_every_b_matrix_is_zero(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from lowres.pipeline import adapter_is_unchanged
+
+    weights = {"base_model.model.layers.0.q_proj.lora_A.weight": torch.randn(4, 8),
+               "base_model.model.layers.0.q_proj.lora_B.weight": torch.zeros(8, 4),
+               "base_model.model.layers.0.v_proj.lora_B.weight": torch.zeros(8, 4)}
+    save_file(weights, tmp_path / "adapter_model.safetensors")
+    assert adapter_is_unchanged(tmp_path)
+    weights["base_model.model.layers.0.v_proj.lora_B.weight"][3, 1] = 1e-9  # one GRPO step moved it
+    save_file(weights, tmp_path / "adapter_model.safetensors")
+    assert not adapter_is_unchanged(tmp_path)
+    assert not adapter_is_unchanged(tmp_path / "missing") and not adapter_is_unchanged(None)
+
+
+def test_the_report_compares_warmup_with_base_and_the_two_grpo_runs():
+    from lowres.evaluate import EvalResult
+    from lowres.report import comparison_lines
+
+    def result(label, accuracy, n_questions=16):
+        return [EvalResult("kk_easy", label, n_questions, 2, accuracy, 0.05, {}, 0.3, 200.0, 0.0)]
+
+    lines = comparison_lines({"base": result("base", 0.0), "warmup": result("warmup", 0.25),
+                              "rlvr": result("rlvr", 0.3), "rlvr-no-warmup": result("rlvr-no-warmup", 0.0)})
+    assert [line.split("**")[1] for line in lines] == ["warmup vs base", "rlvr vs rlvr-no-warmup", "rlvr vs warmup"]
+    # 32 answers: 2 standard errors of a 25% vs 0% difference is ±15.3 points, of 30% vs 25% ±22.3
+    assert "+25.0 points" in lines[0] and "beyond noise (2 standard errors: ±15.3)" in lines[0]
+    assert "+5.0 points" in lines[2] and "within noise (2 standard errors: ±22.3)" in lines[2]
+    assert comparison_lines({"base": result("base", 0.1)}) == []
+
+
+def test_the_runs_evaluations_sample_in_the_recipes_dtype():
+    from lowres.pipeline import eval_command
+
+    recipe = load_recipe(bundled_recipes()["demo"], ["eval.sample_dtype=model"])
+    args = eval_command(recipe, "embedded:smollm2-135m", None, "base", recipe.run_dir / "eval" / "base")
+    assert args[args.index("--sample-dtype") + 1] == "model"
+
+
+def test_the_baseline_rlvr_command_refuses_a_start_model():
+    result = CliRunner().invoke(cli, ["rlvr", "demo", "--no-warmup", "--model", "runs/demo/merge"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --no-warmup starts from the recipe's base model; drop --model"

@@ -9,9 +9,13 @@ from lowres.errors import OutOfMemory
 from lowres.hardware import Hardware
 
 
-def precision_flags(hw: Hardware) -> dict[str, bool]:
+def precision_flags(hw: Hardware, autocast=None) -> dict[str, bool]:
     """TrainingArguments mixed-precision flags for the chosen dtype (none on CPU: it trains in fp32/bf16
-    weights directly)."""
+    weights directly), or bf16 autocast where `autocast` (hardware.loss_dtype) asks for it."""
+    import torch
+
+    if autocast is torch.bfloat16:
+        return {"bf16": True, "fp16": False}
     if hw.device != "cuda":
         return {"bf16": False, "fp16": False}
     return {"bf16": hw.dtype == "bf16", "fp16": hw.dtype == "fp16"}

@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import fingerprint, stage_fingerprints
-from lowres.hardware import Hardware, cpu_has_native_bf16, detect
+from lowres.hardware import Hardware, detect, loss_dtype, rollout_dtype
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings
 from lowres.rewards import reward_functions
@@ -271,30 +271,6 @@ def loss_scale(loss_type: str, full: dict, subset: dict) -> float:
     return 1.0
 
 
-def rollout_dtype(choice: str, hw: Hardware):
-    """The torch dtype to sample GRPO completions in, or None for the model's own (see
-    RlvrSection.rollout_dtype); only lowres's sampling loop (transformers backend) can change it."""
-    import torch
-
-    if hw.backend != "transformers" or hw.dtype == "bf16" or choice == "model":
-        return None
-    if choice == "bf16" or (hw.device == "cpu" and hw.dtype == "fp32" and cpu_has_native_bf16()):
-        return torch.bfloat16
-    return None
-
-
-def loss_dtype(choice: str, hw: Hardware):
-    """The torch dtype the GRPO loss's forward is autocast to, or None for the model's (see
-    RlvrSection.loss_dtype). Only an fp32 model changes: bf16/fp16 GPU runs already use mixed precision."""
-    import torch
-
-    if hw.dtype != "fp32" or choice == "model":
-        return None
-    if choice == "bf16" or (hw.device == "cpu" and cpu_has_native_bf16()):
-        return torch.bfloat16
-    return None
-
-
 def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
     """The GRPO trainer class for this recipe on this hardware."""
     lean = hw.backend == "transformers"
@@ -360,13 +336,16 @@ def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpoint
 
 
 def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None = None,
-             callbacks: tuple = ()) -> Path:
-    """GRPO from `model_ref` (default: the merged warmup model, or the base for start_from: base)."""
-    out_dir = output_folder(out_dir or recipe.run_dir / "rlvr", "rlvr folder")
+             callbacks: tuple = (), stage: str = "rlvr") -> Path:
+    """GRPO from `model_ref` (default: the merged warmup model, or the base for start_from: base).
+    stage "rlvr-no-warmup": the same GRPO from the base model (the no-warmup baseline)."""
+    out_dir = output_folder(out_dir or recipe.run_dir / stage, f"{stage} folder")
     cfg = recipe.rlvr
     check_rlvr_settings(recipe)
-    stage_fingerprint = stage_fingerprints(recipe)["rlvr"]
-    if model_ref is None:
+    stage_fingerprint = stage_fingerprints(recipe)[stage]
+    if stage == "rlvr-no-warmup":
+        model_ref = recipe.model.name_or_path
+    elif model_ref is None:
         model_ref = str(recipe.run_dir / "merge") if cfg.start_from == "warmup" else recipe.model.name_or_path
         if cfg.start_from == "warmup" and not (Path(model_ref) / "config.json").is_file():
             raise UserError(f"{model_ref}: no merged warmup model here; run the warmup and merge stages first "
@@ -374,8 +353,8 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     else:  # a start model given by hand is part of what the checkpoints were made from
         stage_fingerprint = fingerprint(stage_fingerprint, model_ref)
     if finished_before(out_dir, stage_fingerprint, out_dir / "adapter"):
-        console.print(f"rlvr: finished before with the same settings → {out_dir / 'adapter'} "
-                      "(`lowres run --force rlvr` trains it again)")
+        console.print(f"{stage}: finished before with the same settings → {out_dir / 'adapter'} "
+                      f"(`lowres run --force {stage}` trains it again)")
         return out_dir
     hw = detect(recipe.model.dtype, recipe.model.backend)
     prepare_backend(hw)
@@ -391,8 +370,8 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
                              cfg.stop_after_constant_reward_steps)
-    resume = prepare_resume(out_dir, "rlvr", stage_fingerprint)
-    live = LiveView("rlvr", ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
+    resume = prepare_resume(out_dir, stage, stage_fingerprint)
+    live = LiveView(stage, ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
                              "completions/mean_length"))
     trainer = lowres_grpo_trainer(recipe, hw)(
         model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir, checkpointing),
@@ -424,5 +403,5 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
         summary["gradient_checkpointing"] = f"as needed: {with_} of {without + with_} micro-batches"
     adapter_dir = save_stage_output(out_dir, "rlvr", trainer, tokenizer, recipe, summary)
 
-    console.print(f"rlvr: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
+    console.print(f"{stage}: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
     return out_dir

@@ -17,7 +17,7 @@ from pathlib import Path
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import stage_fingerprints
-from lowres.hardware import detect
+from lowres.hardware import detect, loss_dtype
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe
 from lowres.tasks.base import r1_messages
@@ -40,7 +40,7 @@ def load_warmup_examples(recipe: Recipe) -> list[dict]:
     if source.source == "kk-solver":
         from lowres.tasks.kk.task import solver_trace_rows
 
-        return solver_trace_rows(source.n_puzzles, source.people, source.seed)
+        return solver_trace_rows(source.n_puzzles, source.people, source.seed, brief=source.trace_style == "brief")
     return read_trace_file(Path(source.source))
 
 
@@ -86,6 +86,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         return out_dir
     hw = detect(recipe.model.dtype, recipe.model.backend)
     prepare_backend(hw)
+    autocast = loss_dtype(cfg.loss_dtype, hw)
     examples = load_warmup_examples(recipe)
     checkpointing = uses_gradient_checkpointing(hw, recipe.model.name_or_path,
                                                 cfg.per_device_train_batch_size * recipe.model.max_seq_length)
@@ -118,7 +119,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         eval_strategy="steps" if held_out else "no", eval_steps=cfg.save_steps if held_out else None,
         **tracking_args(recipe, "warmup", out_dir), seed=recipe.seed, disable_tqdm=True,
         include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
-        gradient_checkpointing=checkpointing, **precision_flags(hw),
+        gradient_checkpointing=checkpointing, **precision_flags(hw, autocast),
     )
     resume = prepare_resume(out_dir, "warmup", fingerprint)
     live = LiveView("warmup", ("loss", "eval_loss"))
@@ -144,7 +145,8 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         "examples": len(examples), "dropped_over_max_seq_length": dropped, "train_examples": len(train),
         "held_out_examples": len(held_out), "steps": result.global_step, "train_loss": result.training_loss,
         "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": cfg.load_in_4bit,
-        "backend": hw.backend, "dtype": hw.dtype, "gradient_checkpointing": checkpointing,
+        "backend": hw.backend, "dtype": hw.dtype,
+        "loss_dtype": str(autocast or hw.dtype).removeprefix("torch."), "gradient_checkpointing": checkpointing,
         "peak_memory": peak_memory(),
     }
     adapter_dir = save_stage_output(out_dir, "warmup", trainer, tokenizer, recipe, summary)

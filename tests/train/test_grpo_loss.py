@@ -129,12 +129,12 @@ def test_gradient_checkpointing_is_switched_on_for_a_micro_batch_too_big_for_mem
 ])
 def test_rollout_dtype_follows_the_recipe_and_the_hardware(monkeypatch, device, dtype, backend, native, choice,
                                                            expected):
+    from lowres import hardware
     from lowres.hardware import Hardware
-    from lowres.train import rlvr
 
-    monkeypatch.setattr(rlvr, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
     hw = Hardware(device, None, None, dtype == "bf16", backend, dtype)
-    assert rlvr.rollout_dtype(choice, hw) is expected
+    assert hardware.rollout_dtype(choice, hw) is expected
 
 
 def test_a_groups_shared_prompt_runs_once_with_the_same_log_probs_and_gradients(trainer):
@@ -194,9 +194,24 @@ def test_distinct_prompts_take_trls_forward(trainer):
     ("cuda", "bf16", False, "bf16", None),  # already mixed precision through the trainer's flags
 ])
 def test_loss_dtype_follows_the_recipe_and_the_hardware(monkeypatch, device, dtype, native, choice, expected):
+    from lowres import hardware
     from lowres.hardware import Hardware
-    from lowres.train import rlvr
 
-    monkeypatch.setattr(rlvr, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
     hw = Hardware(device, None, None, dtype == "bf16", "transformers", dtype)
-    assert rlvr.loss_dtype(choice, hw) is expected
+    assert hardware.loss_dtype(choice, hw) is expected
+
+
+@pytest.mark.parametrize(("native", "choice", "flags"), [
+    (True, "auto", {"bf16": True, "fp16": False}),    # the warmup trains in bf16 autocast on such a CPU
+    (False, "auto", {"bf16": False, "fp16": False}),
+    (True, "model", {"bf16": False, "fp16": False}),
+])
+def test_the_warmups_precision_flags_follow_its_loss_dtype_on_a_cpu(monkeypatch, native, choice, flags):
+    from lowres import hardware
+    from lowres.hardware import Hardware
+    from lowres.train.common import precision_flags
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    hw = Hardware("cpu", None, None, False, "transformers", "fp32")
+    assert precision_flags(hw, hardware.loss_dtype(choice, hw)) == flags

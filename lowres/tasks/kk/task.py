@@ -40,15 +40,17 @@ def puzzle_row(puzzle: Puzzle) -> dict[str, Any]:
     return row
 
 
-def solver_trace_rows(n_puzzles: int, people, seed: int = 0, depth: int = 1) -> list[dict[str, Any]]:
-    """The offline warmup set: generated puzzles, each with a solver-written long chain of thought.
+def solver_trace_rows(n_puzzles: int, people, seed: int = 0, depth: int = 1, brief: bool = False
+                      ) -> list[dict[str, Any]]:
+    """The offline warmup set: generated puzzles, each with a solver-written long chain of thought
+    (brief: without restating the rules and claims or ruling out the other assignments).
 
     Rows: prompt (the user question), completion (<think>…</think> <answer>…</answer>), puzzle_id,
     answer, n_people.
     """
     rows = []
     for i, puzzle in enumerate(generate_puzzles(n_puzzles, n_people=people, seed=seed, depth=depth)):
-        example = trace_example(puzzle, seed=f"{seed}-{i}")
+        example = trace_example(puzzle, seed=f"{seed}-{i}", brief=brief)
         rows.append({"prompt": question_text(example["prompt_question"]), "completion": example["completion"],
                      "puzzle_id": example["puzzle_id"], "answer": example["solution_text"], "n_people": puzzle.n})
     return rows

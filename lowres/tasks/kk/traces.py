@@ -69,8 +69,9 @@ def _has_counting(expr: Expr) -> bool:
 class _Narrator:
     """Runs the search on one puzzle and writes down each step in words."""
 
-    def __init__(self, puzzle: Puzzle, rng: random.Random):
+    def __init__(self, puzzle: Puzzle, rng: random.Random, brief: bool = False):
         self.rng = rng
+        self.brief = brief
         self.names = list(puzzle.names)
         self.statements = list(puzzle.statements)
         self.n = len(self.names)
@@ -389,6 +390,9 @@ class _Narrator:
     # --- the whole trace -----------------------------------------------------------------------------
 
     def introduction(self) -> None:
+        if self.brief:  # the prompt already states the rules and the claims
+            self.say("Let me work through this carefully.", "Let me solve this step by step.", "Let's see.")
+            return
         self.say("Let me work through this carefully.",
                  "Okay, let's figure out who is a knight and who is a knave.",
                  "Let me solve this step by step.", "Alright, let me think about each person's statement.",
@@ -494,7 +498,7 @@ class _Narrator:
                  "That gives a complete assignment with no contradiction: {a}.",
                  "So far so good: {a}, and nothing conflicts.",
                  a=_join([f"{self.names[k]} is a {_role(v)}" for k, v in enumerate(found)]))
-        if path and self.rng.random() < UNIQUENESS_CHECK_P:
+        if path and not self.brief and self.rng.random() < UNIQUENESS_CHECK_P:
             self.uniqueness_check(path)
         self.verification(found)
         self.say("All statements check out.", "Everything is consistent.", "So the answer is settled.",
@@ -502,25 +506,27 @@ class _Narrator:
         return "\n".join(self.lines)
 
 
-def write_trace(puzzle: Puzzle, seed: int | str = 0) -> str:
+def write_trace(puzzle: Puzzle, seed: int | str = 0, brief: bool = False) -> str:
     """A worked solution: '<think>\\n...\\n</think>\\n<answer>\\n(1) X is a knight\\n...\\n</answer>'.
 
     The seed picks the wording and the order of suppositions; the reasoning is always sound and the
-    answer always the puzzle's solution. ValueError if the puzzle does not have exactly one solution.
+    answer always the puzzle's solution. brief: skip restating the rules and the claims (the question
+    has them) and the check that no other assignment works; the search and the final re-check stay.
+    ValueError if the puzzle does not have exactly one solution.
     """
     if solve(puzzle.statements, puzzle.n) != [tuple(puzzle.solution)]:
         raise ValueError(f"puzzle {puzzle.id}: its solution is not the only consistent assignment")
     rng = random.Random(f"{seed}:{puzzle.id}")
-    reasoning = _Narrator(puzzle, rng).run(puzzle.solution)
+    reasoning = _Narrator(puzzle, rng, brief).run(puzzle.solution)
     return f"<think>\n{reasoning}\n</think>\n<answer>\n{render_solution(puzzle)}\n</answer>"
 
 
-def trace_example(puzzle: Puzzle, seed: int | str = 0) -> dict[str, str]:
+def trace_example(puzzle: Puzzle, seed: int | str = 0, brief: bool = False) -> dict[str, str]:
     """An SFT example: the quiz (the puzzle's own wording if it has one), the trace, and the answer."""
     question = puzzle.quiz or render_quiz(puzzle, random.Random(f"quiz:{seed}:{puzzle.id}"))
     return {
         "prompt_question": question,
-        "completion": write_trace(puzzle, seed),
+        "completion": write_trace(puzzle, seed, brief),
         "puzzle_id": puzzle.id,
         "solution_text": render_solution(puzzle),
     }

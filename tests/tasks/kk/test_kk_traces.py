@@ -57,6 +57,22 @@ def test_longer_for_more_people(puzzles):
     assert means[-1] > 2 * means[0]
 
 
+def test_brief_traces_skip_the_restatement_but_keep_the_search_and_the_check(puzzles):
+    for i, puzzle in enumerate(puzzles[:200]):
+        brief = write_trace(puzzle, seed=i, brief=True)
+        score = score_completion(brief, puzzle)
+        assert score.correct and score.reward == 2.0, brief
+        reasoning = TRACE_FORMAT.fullmatch(brief).group(1)
+        assert re.search("knight|knave", reasoning.splitlines()[-2])  # the final re-check, statement by statement
+        for statement in puzzle.statements:  # quoted in the search or the check, not listed up front
+            assert reasoning.count(f'"{render_statement(statement, puzzle.names)}"') >= 1
+        assert "only one" not in brief and "other branches" not in brief
+        assert not any(line.startswith(("- ", "1. ")) for line in brief.splitlines()[:4])  # no list of claims
+    two = [p for p in puzzles if p.n == 2]
+    ratio = statistics.mean(len(write_trace(p, seed=0, brief=True)) / len(write_trace(p, seed=0)) for p in two)
+    assert ratio < 0.85, ratio
+
+
 def test_trace_example():
     puzzle = generate_puzzles(1, 4, seed=3)[0]
     example = trace_example(puzzle, seed=1)
