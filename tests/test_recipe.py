@@ -98,6 +98,8 @@ MALFORMED = [
      "stages: rlvr-no-warmup is the baseline for an rlvr stage that starts from the warmup"),
     ("name: t\nmodel:\n  name_or_path: m\nstages: [rlvr, rlvr-no-warmup]\nrlvr:\n  start_from: base\n",
      "stages: rlvr-no-warmup is the baseline for an rlvr stage that starts from the warmup"),
+    ("name: t\nmodel:\n  name_or_path: m\ndata:\n  warmup:\n    source: t.jsonl\n    trace_style: brief\n",
+     "data.warmup.trace_style: applies to kk-solver traces only"),
     ("name: t\nmodel:\n  name_or_path: m\ndata:\n  warmup:\n    trace_style: short\n",
      "data.warmup.trace_style: expected one of 'full', 'brief', got 'short'"),
     ("name: t\nmodel:\n  name_or_path: m\nstages: [rlvr, eval]\n",
