@@ -41,6 +41,7 @@ MODEL_CONFIGS = {
              "intermediate_size": 256, "vocab_size": 49152, "tie_word_embeddings": True},
 }
 UNTIMED_STEPS = 1
+TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup")  # timed by steps, per training backend
 NOT_FIT_HINTS = {
     "warmup": "halve warmup.per_device_train_batch_size and double warmup.gradient_accumulation_steps (same "
               "batch), lower model.max_seq_length, or set warmup.load_in_4bit: true",
@@ -241,7 +242,7 @@ def bench_backend(recipe: Recipe, backend: str, steps: int, stages: list[str], w
         if stage == "merge" and not (run_dir / "warmup" / "adapter").is_dir():
             continue
         try:
-            if stage in ("warmup", "rlvr", "rlvr-no-warmup"):
+            if stage in TRAINING_STAGES:
                 rows.append(_training_stage(cut, recipe, backend, stage, resolved, base, run_dir / stage))
             elif stage == "merge":
                 row = StageFigures(backend, "merge", steps_in_recipe=1)
@@ -307,8 +308,7 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
         # Merge and evaluation do not use the training backend: measured once, shown for each.
         shared = [r for r in rows if r.stage in ("merge", "eval")]
         for other in backends[1:]:
-            rows += bench_backend(recipe, other, steps,
-                                  [s for s in stages if s in ("warmup", "rlvr", "rlvr-no-warmup")],
+            rows += bench_backend(recipe, other, steps, [s for s in stages if s in TRAINING_STAGES],
                                   workdir / other)
             rows += [dataclasses.replace(r, backend=other) for r in shared]
     finally:

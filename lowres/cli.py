@@ -16,7 +16,7 @@ from lowres.artifacts import is_disk_full, output_file, output_folder
 from lowres.bench import MODEL_CONFIGS
 from lowres.errors import UserError
 from lowres.preflight import check_recipe
-from lowres.recipe import bundled_recipes, dump_recipe, load_recipe, resolve_recipe_path
+from lowres.recipe import STAGES, bundled_recipes, dump_recipe, load_recipe, resolve_recipe_path
 from lowres.ui import console, error
 
 
@@ -597,8 +597,7 @@ def compare(runs: tuple[Path, ...], plot: Path) -> None:
 @click.argument("recipe_file", required=False, metavar="[RECIPE]")
 @set_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and the resolved recipe; load nothing.")
-@click.option("--force", "force", multiple=True, type=click.Choice(["warmup", "merge", "rlvr", "rlvr-no-warmup",
-                                                                    "eval"]),
+@click.option("--force", "force", multiple=True, type=click.Choice(list(STAGES)),
               metavar="STAGE", help="Run STAGE again even if it is done, and every stage that depends on it "
                                     "(repeatable).")
 def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, force: tuple[str, ...]) -> None:
