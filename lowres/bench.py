@@ -28,7 +28,7 @@ from pathlib import Path
 from lowres.errors import OutOfMemory, UserError
 from lowres.estimate import KNOWN_SHAPES
 from lowres.launch import StageFailed, run_stage
-from lowres.recipe import STAGES, Recipe, dump_recipe, recipe_from_dict
+from lowres.recipe import STAGES, TRAINING_STAGES, Recipe, dump_recipe, recipe_from_dict
 from lowres.ui import console
 
 # Shapes for --model-config: the Qwen2.5 configs (as in their config.json), and a tiny one for tests.
@@ -41,7 +41,6 @@ MODEL_CONFIGS = {
              "intermediate_size": 256, "vocab_size": 49152, "tie_word_embeddings": True},
 }
 UNTIMED_STEPS = 1
-TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup")  # timed by steps, per training backend
 NOT_FIT_HINTS = {
     "warmup": "halve warmup.per_device_train_batch_size and double warmup.gradient_accumulation_steps (same "
               "batch), lower model.max_seq_length, or set warmup.load_in_4bit: true",

@@ -50,6 +50,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
+            from lowres.distributed import record_error
+
+            if record_error(str(e), e.exit_code):  # one of several processes: the launcher prints it once
+                raise _Exit(None, e.exit_code) from None
             raise _UserFacingError(str(e), e.exit_code) from None
         except OSError as e:
             # A full disk or a read-only place met outside the guarded writes: still one line.
@@ -87,6 +91,14 @@ TRAINING_COMMANDS = {"warmup", "rlvr"}
 def cli(ctx: click.Context) -> None:
     """lowres: warm up a small LLM on Knights & Knaves reasoning traces, then train it with
     GRPO on ≤100 examples of your task."""
+    from lowres.distributed import in_launch, is_main_process
+
+    if in_launch():
+        if ctx.invoked_subcommand not in TRAINING_COMMANDS:
+            raise UserError(f"lowres {ctx.invoked_subcommand} runs as one process; only warmup and rlvr run as "
+                            "several (lowres run --num-processes N launches them)")
+        if not is_main_process():
+            console.quiet = True  # the main process shows the stage; the others only train
     if ctx.invoked_subcommand not in TRAINING_COMMANDS:
         from lowres.ui import quiet_libraries
 
@@ -99,8 +111,42 @@ def _training_start(recipe) -> None:
     from lowres.hardware import import_unsloth_first
     from lowres.ui import quiet_libraries
 
-    import_unsloth_first(recipe.model.backend)
+    import_unsloth_first(recipe.model.backend, recipe.num_processes)
     quiet_libraries()
+
+
+processes_option = click.option(
+    "--num-processes", type=click.IntRange(min=1), metavar="N",
+    help="Train with N processes, one per GPU (DDP through accelerate launch; sets the recipe's num_processes). "
+         "The global batch is per-device batch × accumulation steps × N.")
+
+
+def _launch_if_several(recipe, stage: str, args: list[str]) -> bool:
+    """With num_processes > 1 and not yet inside a launch: run this very command as that many
+    processes (accelerate launch) and return True; else False (this process trains)."""
+    from lowres.distributed import in_launch
+    from lowres.launch import run_stage
+
+    if recipe.num_processes == 1 or in_launch():
+        return False
+    run_stage(stage, args, processes=recipe.num_processes)
+    return True
+
+
+def _stage_args(command: list[str], overrides: tuple[str, ...], num_processes: int | None,
+                **options: object) -> list[str]:
+    """The command line that repeats a training command in each process."""
+    args = list(command)
+    for override in overrides:
+        args += ["--set", override]
+    if num_processes is not None:
+        args += ["--num-processes", str(num_processes)]
+    for name, value in options.items():
+        if value is True:
+            args.append(f"--{name.replace('_', '-')}")
+        elif value not in (None, False):
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
 
 
 # ---------------------------------------------------------------- env
@@ -124,6 +170,11 @@ def env() -> None:
     table.add_row("backend", hw.backend)
     table.add_row("dtype", hw.dtype)
     table.add_row("why", "\n".join(hw.reasons))
+    from lowres.hardware import MULTI_PROCESS_BACKEND
+
+    gpus = torch.cuda.device_count()
+    table.add_row("several processes", f"--num-processes N (up to {gpus}, one per GPU): {MULTI_PROCESS_BACKEND}"
+                  if gpus else f"--num-processes N splits the CPU cores; {MULTI_PROCESS_BACKEND}")
     for name, version in package_versions().items():
         if name == "torch":
             continue  # shown above with its CUDA version
@@ -416,9 +467,23 @@ def distill(teacher_ref, api_base, api_model, api_key, engine, puzzles, count, p
 
 # ---------------------------------------------------------------- training stages
 
-def _recipe(recipe_file: str, overrides: tuple[str, ...]):
-    """Load, validate and check a recipe (lowres.preflight) before any work."""
-    recipe = load_recipe(resolve_recipe_path(recipe_file), list(overrides))
+def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | None = None):
+    """Load, validate and check a recipe (lowres.preflight) before any work. num_processes: the
+    --num-processes option (the recipe's num_processes otherwise). Inside a launch started by hand
+    (`accelerate launch -m lowres warmup …`) the launch's process count is the recipe's."""
+    from lowres.distributed import in_launch, process_count
+
+    extra = [f"num_processes={num_processes}"] if num_processes is not None else []
+    try:
+        recipe = load_recipe(resolve_recipe_path(recipe_file), [*overrides, *extra])
+    except UserError as e:  # blame the option as the user typed it
+        raise UserError(str(e).replace(f"--set num_processes={num_processes}:", f"--num-processes {num_processes}:")
+                        ) from None
+    if in_launch() and recipe.num_processes != process_count():
+        if num_processes is not None or recipe.num_processes != 1:
+            raise UserError(f"launched as {process_count()} processes, but num_processes is {recipe.num_processes}; "
+                            "make them agree (or drop --num-processes and let the launch decide)")
+        recipe = load_recipe(resolve_recipe_path(recipe_file), [*overrides, f"num_processes={process_count()}"])
     check_recipe(recipe)
     return recipe
 
@@ -427,9 +492,12 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...]):
 @click.argument("recipe_file", metavar="RECIPE")
 @set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/warmup).")
-def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None) -> None:
+@processes_option
+def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None, num_processes: int | None) -> None:
     """Stage 1: (Q)LoRA SFT on long chain-of-thought traces. Rerun to resume after an interruption."""
-    recipe = _recipe(recipe_file, overrides)
+    recipe = _recipe(recipe_file, overrides, num_processes)
+    if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes, out=out)):
+        return
     _training_start(recipe)
     from lowres.train.warmup import run_warmup
 
@@ -485,12 +553,16 @@ def export(run_or_model: Path, out: Path, adapter: Path | None, chat_template: s
 @click.option("--no-warmup", "no_warmup", is_flag=True,
               help="The no-warmup baseline: the same GRPO from the base model, into runs/<name>/rlvr-no-warmup.")
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/rlvr).")
+@processes_option
 def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no_warmup: bool,
-         out: Path | None) -> None:
+         out: Path | None, num_processes: int | None) -> None:
     """Stage 2: LoRA GRPO with the target task's verifiable reward on ≤100 examples."""
     if no_warmup and model_ref:
         raise UserError("--no-warmup starts from the recipe's base model; drop --model")
-    recipe = _recipe(recipe_file, overrides)
+    recipe = _recipe(recipe_file, overrides, num_processes)
+    args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup, out=out)
+    if _launch_if_several(recipe, "rlvr", args):
+        return
     _training_start(recipe)
     from lowres.train.rlvr import run_rlvr
 
@@ -600,11 +672,13 @@ def compare(runs: tuple[Path, ...], plot: Path) -> None:
 @click.option("--force", "force", multiple=True, type=click.Choice(list(STAGES)),
               metavar="STAGE", help="Run STAGE again even if it is done, and every stage that depends on it "
                                     "(repeatable).")
-def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, force: tuple[str, ...]) -> None:
+@processes_option
+def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, force: tuple[str, ...],
+        num_processes: int | None) -> None:
     """Run a recipe's stages in order. With no RECIPE: the offline demo on the embedded model."""
     from lowres.pipeline import DEFAULT_RECIPE, plan, rerun_set, run_recipe
 
-    recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides)
+    recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides, num_processes)
     rerun_set(recipe, force)  # an unknown --force stage fails here, before anything runs
     if dry_run:
         from lowres.estimate import describe

@@ -116,11 +116,11 @@ def describe(recipe: Recipe) -> list[str]:
     except KeyError as e:
         return [f"model size: unknown (config.json has no {e.args[0]})"]
     lines = [f"model size: {params / 1e9:.2f}B parameters"]
-    from lowres.hardware import detect, vllm_installed
+    from lowres.hardware import detect, vllm_placement
 
-    hw = detect(recipe.model.dtype, recipe.model.backend)
+    hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     dense_bytes = 4 if hw.dtype == "fp32" else 2
-    vllm = hw.backend == "unsloth" and vllm_installed()
+    vllm = vllm_placement(recipe.rlvr.vllm, hw) in ("unsloth", "colocate")
     for stage, four_bit, lora in (("warmup", recipe.warmup.load_in_4bit, recipe.warmup.lora),
                                   ("rlvr", recipe.rlvr.load_in_4bit, recipe.rlvr.lora)):
         if stage not in recipe.stages:
@@ -134,7 +134,7 @@ def describe(recipe: Recipe) -> list[str]:
             share = f"{VLLM_GPU_SHARE:.0%} of the GPU"
             if hw.vram_gb:
                 share += f" ({hw.vram_gb * VLLM_GPU_SHARE:.1f} GiB)"
-            line += f"; Unsloth's vLLM engine reserves {share} for rollouts, so this must fit in the rest"
+            line += f"; the colocated vLLM engine reserves {share} for rollouts, so this must fit in the rest"
         lines.append(line)
     return lines
 

@@ -115,16 +115,22 @@ def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
     """Fingerprints of base, warmup, merge, rlvr and rlvr-no-warmup; a change anywhere upstream changes them."""
     base = fingerprint(__version__, model_identity(recipe.model.name_or_path), recipe.model, recipe.seed)
     warm_data = recipe.data.warmup
+    # With several processes the global batch, and so the training, is another: a run resumes only with
+    # the process count it started with. (One process adds nothing, so older fingerprints stay valid.)
+    processes = (recipe.num_processes,) if recipe.num_processes != 1 else ()
     warmup = fingerprint(base, warm_data, recipe.warmup,
-                         None if warm_data.source == "kk-solver" else file_identity(warm_data.source))
+                         None if warm_data.source == "kk-solver" else file_identity(warm_data.source), *processes)
     merge = fingerprint(warmup, recipe.merge)
     target = recipe.data.target
     # The training rows are chosen disjoint from the questions the eval scores, so those count too.
     eval_overlap = (target.task in recipe.eval.tasks, recipe.eval.limit_for(target.task))
 
+    # Where a vLLM server listens does not change what it samples.
+    rlvr = dataclasses.replace(recipe.rlvr, vllm_server_host="", vllm_server_port=1)
+
     def rlvr_from(start: str) -> str:
         return fingerprint(start, target, file_identity(target.path), os.environ.get("LOWRES_DATA_DIR"),
-                           _plugins_identity(recipe), eval_overlap, recipe.rlvr, *_task_parts(recipe))
+                           _plugins_identity(recipe), eval_overlap, rlvr, *_task_parts(recipe), *processes)
 
     return {"base": base, "warmup": warmup, "merge": merge,
             "rlvr": rlvr_from(merge if recipe.rlvr.start_from == "warmup" else base),

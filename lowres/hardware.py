@@ -73,7 +73,7 @@ def gpu_has_bf16() -> bool:
         return torch.cuda.get_device_capability(0) >= (8, 0)
 
 
-def import_unsloth_first(requested_backend: str = "auto") -> bool:
+def import_unsloth_first(requested_backend: str = "auto", processes: int = 1) -> bool:
     """Import unsloth now, before transformers, peft, datasets and trl, when it will be the backend
     (a CUDA GPU, unsloth installed, and the recipe not asking for transformers): it patches those
     libraries as they are imported. True if it was imported. Called at the start of the commands that
@@ -82,15 +82,21 @@ def import_unsloth_first(requested_backend: str = "auto") -> bool:
 
     if "unsloth" in sys.modules:
         return True
-    if requested_backend == "transformers" or not (torch.cuda.is_available() and unsloth_installed()):
+    if requested_backend == "transformers" or processes > 1 or not (torch.cuda.is_available() and unsloth_installed()):
         return False
     import unsloth  # noqa: F401
 
     return True
 
 
-def detect(requested_dtype: str = "auto", requested_backend: str = "auto") -> Hardware:
-    """Look at the machine and choose device, backend and dtype, with the reasons."""
+# Why several processes train with transformers+PEFT (`lowres env` and the plan say it).
+MULTI_PROCESS_BACKEND = ("transformers+PEFT under DDP (accelerate launch): lowres runs Unsloth on one GPU only; its "
+                         "multi-GPU path is not shown to work with lowres's stages")
+
+
+def detect(requested_dtype: str = "auto", requested_backend: str = "auto", processes: int = 1) -> Hardware:
+    """Look at the machine and choose device, backend and dtype, with the reasons. `processes`: how many
+    processes the stage runs as (recipe num_processes)."""
     import torch
 
     reasons: list[str] = []
@@ -105,7 +111,13 @@ def detect(requested_dtype: str = "auto", requested_backend: str = "auto") -> Ha
     else:
         device, bf16 = "cpu", True  # CPU bf16 works (slowly on CPUs without AVX512-BF16)
 
-    if requested_backend == "auto":
+    if processes > 1 and requested_backend == "unsloth":
+        raise UserError("model.backend: unsloth runs as one process; with several processes use backend auto "
+                        "or transformers")
+    if processes > 1:
+        backend = "transformers"
+        reasons.append(f"backend {MULTI_PROCESS_BACKEND}")
+    elif requested_backend == "auto":
         if device == "cuda" and unsloth_installed():
             backend = "unsloth"
             reasons.append("backend unsloth: CUDA GPU and unsloth installed")
@@ -137,6 +149,28 @@ def detect(requested_dtype: str = "auto", requested_backend: str = "auto") -> Ha
             raise UserError("dtype fp16 is not supported for training on CPU; set model.dtype: fp32, bf16 or auto")
         reasons.append(f"dtype {dtype}: asked for")
     return Hardware(device, gpu_name, vram, bf16, backend, dtype, reasons)
+
+
+def vllm_placement(choice: str, hw: Hardware) -> str:
+    """Where GRPO samples its completions, for rlvr.vllm `choice`: "unsloth" (a vLLM engine in the
+    training process through Unsloth's fast_inference, which swaps the LoRA weights in exactly),
+    "colocate" (TRL's vLLM engine in each training process), "server" (TRL's client of a separate
+    `trl vllm-serve`) or "none" (lowres's sampling loop, or Unsloth's generate)."""
+    if choice in ("server", "none"):
+        return choice
+    if hw.backend == "unsloth" and vllm_installed():
+        return "unsloth"
+    return "colocate" if choice == "colocate" else "none"
+
+
+def training_device(hw: Hardware) -> str:
+    """The device this process trains on: its own GPU in a multi-process launch (LOCAL_RANK), where a
+    4-bit model must be loaded directly (it cannot be moved afterwards)."""
+    if hw.device != "cuda":
+        return hw.device
+    from lowres.distributed import local_rank
+
+    return f"cuda:{local_rank()}"
 
 
 def package_versions() -> dict[str, str | None]:

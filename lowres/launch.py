@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 
+from lowres.distributed import launcher_command
 from lowres.errors import OutOfMemory, UserError
 
 INTERRUPTED = 130  # the shell's convention for "stopped by SIGINT"
@@ -50,8 +51,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_stage(stage: str, args: list[str], grace_seconds: float = 60.0) -> None:
+def run_stage(stage: str, args: list[str], grace_seconds: float = 60.0, processes: int = 1) -> None:
     """Run `lowres <args>` as a child and wait for it. Raises StageFailed unless it exits 0.
+
+    processes > 1: the child is `accelerate launch` of that many processes (lowres.distributed), which
+    passes a Ctrl-C on to them and exits with the code of the first one to fail.
 
     Ctrl-C: the child runs in its own process group, so the terminal's SIGINT reaches only this
     process, which passes exactly one SIGINT on (a second one could land in the middle of the
@@ -59,7 +63,8 @@ def run_stage(stage: str, args: list[str], grace_seconds: float = 60.0) -> None:
     """
     env = {**os.environ, "LOWRES_STAGE_CHILD": "1", "PYTHONUNBUFFERED": "1"}
     try:
-        child = subprocess.Popen(stage_command(args), env=env, process_group=0, preexec_fn=_die_with_parent)
+        command = stage_command(args) if processes == 1 else launcher_command(processes, args)
+        child = subprocess.Popen(command, env=env, process_group=0, preexec_fn=_die_with_parent)
     except OSError as e:
         raise UserError(f"cannot start the {stage} stage: {e}") from None
     try:

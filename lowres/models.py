@@ -7,6 +7,7 @@ and cached under $LOWRES_HOME (default ~/.cache/lowres); later loads read that f
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -94,6 +95,20 @@ def _convert_embedded(model: EmbeddedModel, dest: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _exclusive(lock_file: Path):
+    """Hold an exclusive lock on `lock_file` (created if missing) for the block; other processes wait."""
+    import fcntl
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def resolve_model(ref: str) -> str:
     """Return what `from_pretrained` should load: a local folder or a hub id.
 
@@ -107,7 +122,11 @@ def resolve_model(ref: str) -> str:
         model = EMBEDDED[name]
         dest = lowres_home() / "models" / name
         if not (dest / "config.json").is_file():
-            _convert_embedded(model, dest)
+            # Several processes (a multi-process launch, two runs at once) may all find it missing: one
+            # converts while the others wait for it, then they find it there.
+            with _exclusive(dest.with_name(f".{name}.lock")):
+                if not (dest / "config.json").is_file():
+                    _convert_embedded(model, dest)
         return str(dest)
     path = Path(ref).expanduser()
     if path.exists():

@@ -29,7 +29,7 @@ from lowres.evaluate import EvalResult, load_results
 from lowres.fingerprint import eval_fingerprint, hub_revision, stage_fingerprints
 from lowres.launch import run_stage
 from lowres.models import describe_model
-from lowres.recipe import DEFAULT_RECIPE, Recipe, dump_recipe
+from lowres.recipe import DEFAULT_RECIPE, TRAINING_STAGES, Recipe, dump_recipe
 from lowres.report import comparison_lines, plot_comparison, plot_reward_curves, results_markdown, results_table
 from lowres.train.resume import set_aside_checkpoints
 from lowres.ui import console
@@ -108,9 +108,10 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
                   else ", questions " + ", ".join(f"{t}: {n}" for t, n in limit.items()) if limit else "")
     what = {
         "warmup": f"LoRA SFT on {recipe.data.warmup.source} traces "
-                  f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base)",
+                  f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base); {warmup_batch_text(recipe)}",
         "merge": "merge the warmup adapter into the 16-bit base",
-        "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model",
+        "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model; "
+                f"{rlvr_batch_text(recipe)}",
         "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
         "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples{limit_text}"
                 + f"; models: {', '.join(_eval_labels(recipe))}",
@@ -124,7 +125,34 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
             note = " [green](done, will skip)[/green]"
         table.add_row(stage, what[stage] + note, str(folder))
     table.caption = f"model: {describe_model(recipe.model.name_or_path)}"
+    if recipe.num_processes > 1:
+        from lowres.hardware import MULTI_PROCESS_BACKEND
+
+        table.caption += (f"\nwarmup and rlvr: {recipe.num_processes} processes, backend {MULTI_PROCESS_BACKEND}; "
+                          "merge and eval: one process")
     return table
+
+
+def _global_batch(per_device: int, steps: int, processes: int) -> tuple[int, str]:
+    parts = [f"{per_device} per device", f"{steps} accumulation step{'s' if steps != 1 else ''}"]
+    if processes > 1:
+        parts.append(f"{processes} processes")
+    return per_device * steps * processes, " × ".join(parts)
+
+
+def warmup_batch_text(recipe: Recipe) -> str:
+    """The warmup's global batch and what makes it, for the plan."""
+    total, parts = _global_batch(recipe.warmup.per_device_train_batch_size, recipe.warmup.gradient_accumulation_steps,
+                                 recipe.num_processes)
+    return f"global batch {total} traces = {parts}"
+
+
+def rlvr_batch_text(recipe: Recipe) -> str:
+    """GRPO's global batch per optimizer step: prompts × completions each, and what makes it."""
+    cfg = recipe.rlvr
+    total, parts = _global_batch(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, recipe.num_processes)
+    prompts = total // cfg.num_generations
+    return f"global batch {total} = {prompts} prompts × {cfg.num_generations} completions ({parts})"
 
 
 def _start_over(recipe: Recipe, name: str, why: str) -> None:
@@ -172,7 +200,7 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
         console.rule(name)
         require_free_space(recipe.run_dir, stage_disk_bytes(recipe, name), f"the {name} stage")
         t0 = time.time()
-        run_stage(name, args)
+        run_stage(name, args, processes=recipe.num_processes if name in TRAINING_STAGES else 1)
         _mark_done(folder, fingerprints[name], time.time() - t0, hub_revision(recipe.model.name_or_path))
 
     if "warmup" in recipe.stages:

@@ -25,6 +25,8 @@ import yaml
 from lowres.errors import UserError
 
 STAGES = ("warmup", "merge", "rlvr", "rlvr-no-warmup", "eval")
+# The stages that train: timed by steps in `lowres bench`, run as num_processes processes by `lowres run`.
+TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup")
 # rlvr-no-warmup: the same GRPO as rlvr, from the base model (the paper's no-warmup baseline), side by side
 REQUIRED = object()  # sentinel default: the key must be given in the recipe
 
@@ -189,6 +191,12 @@ class RLVRSection:
         "auto", help="dtype the loss's forward and backward compute in (autocast) when the model is fp32; the "
         "LoRA weights, their gradients and the optimizer stay fp32. auto: bf16 on a CPU that multiplies "
         "bf16 natively, else model")
+    vllm: Literal["auto", "none", "colocate", "server"] = _f(
+        "auto", help="where GRPO samples its completions. auto: a vLLM engine inside the training process where "
+        "Unsloth and vLLM are installed, else lowres's own sampling loop; none: never vLLM; colocate: a vLLM "
+        "engine inside each training process; server: a separate `trl vllm-serve` at vllm_server_host:port")
+    vllm_server_host: str = _f("127.0.0.1", help="with vllm: server, where `trl vllm-serve` listens")
+    vllm_server_port: int = _f(8000, min=1, max=65535)
     truncation_warn_fraction: float = _f(0.5, min=0.0, max=1.0)
     stop_after_constant_reward_steps: int = _f(0, min=0, help="0: never stop early")
     logging_steps: int = _f(1, min=1)
@@ -263,6 +271,9 @@ class Recipe:
         ["warmup", "merge", "rlvr", "eval"], help="rlvr-no-warmup (opt-in): also run the rlvr stage from the base "
         "model, the paper's no-warmup baseline, and compare them")
     seed: int = _f(0)
+    num_processes: int = _f(1, min=1, help="processes for the warmup and RLVR stages (DDP through accelerate "
+                            "launch, one per GPU); the global batch is per_device_train_batch_size × "
+                            "gradient_accumulation_steps × num_processes. `--num-processes N` sets it")
     plugins: list[str] = _f([], help="Python files or module names that register your own tasks "
                             "(imported before anything else; paths are relative to the working folder)")
     tasks: dict[str, TaskSpecSection] = _f({}, help="tasks defined here, without Python: name -> data, fields "
@@ -459,13 +470,20 @@ def _check_consistency(recipe: Recipe) -> None:
 
 def check_rlvr_settings(recipe: Recipe) -> None:
     """Settings GRPO needs to agree with each other (checked when the rlvr stage will run)."""
-    src = recipe.source
-    bs = recipe.rlvr.per_device_train_batch_size * recipe.rlvr.gradient_accumulation_steps
-    if bs % recipe.rlvr.num_generations:
+    src, cfg = recipe.source, recipe.rlvr
+    # Every process samples per_device rows per micro-batch, and a group's num_generations completions
+    # of one prompt are spread over the global batch: it must hold whole groups.
+    per_device, steps, processes = (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
+                                    recipe.num_processes)
+    total = per_device * steps * processes
+    if total % cfg.num_generations:
+        batch = (f"per_device_train_batch_size × gradient_accumulation_steps × num_processes ({per_device} × {steps} "
+                 f"× {processes} = {total})" if processes > 1 else
+                 f"per_device_train_batch_size × gradient_accumulation_steps ({per_device} × {steps} = {total})")
         raise _fail(src, "rlvr.per_device_train_batch_size",
-                    f"batch size × gradient_accumulation_steps ({bs}) must be a multiple of "
-                    f"rlvr.num_generations ({recipe.rlvr.num_generations})",
-                    ("rlvr.gradient_accumulation_steps", "rlvr.num_generations"))
+                    f"the global batch {batch} must be a multiple of rlvr.num_generations ({cfg.num_generations}); "
+                    "change one of these numbers",
+                    ("rlvr.gradient_accumulation_steps", "rlvr.num_generations", "num_processes"))
     if recipe.rlvr.max_prompt_length + recipe.rlvr.max_completion_length > recipe.model.max_seq_length:
         raise _fail(src, "rlvr.max_completion_length",
                     f"max_prompt_length + max_completion_length ({recipe.rlvr.max_prompt_length} + "

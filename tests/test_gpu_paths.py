@@ -111,12 +111,13 @@ def test_unsloth_gets_the_recipes_model_seed_and_vllm_only_for_rlvr(fake_unsloth
     S3: Unsloth's gradient checkpointing on a GPU."""
     from lowres.train import backend
 
-    monkeypatch.setattr(backend, "vllm_installed", lambda: vllm)
+    monkeypatch.setattr(hardware, "vllm_installed", lambda: vllm)
     hw = Hardware("cuda", "L4", 24.0, True, "unsloth", "bf16")
     lora = LoraSection(r=32)
     for for_rlvr in (False, True):
         backend.load_trainable("Qwen/Qwen2.5-3B", hw, lora, load_in_4bit=False, max_seq_length=4096, seed=1234,
-                               gradient_checkpointing=backend.uses_gradient_checkpointing(hw), for_rlvr=for_rlvr)
+                               gradient_checkpointing=backend.uses_gradient_checkpointing(hw),
+                               colocated_vllm=for_rlvr and hardware.vllm_placement("auto", hw) == "unsloth")
     (_, warm_load), (_, warm_peft), (_, rl_load), (_, rl_peft) = fake_unsloth
     for load in (warm_load, rl_load):
         assert load["model_name"] == "Qwen/Qwen2.5-3B" and load["use_exact_model_name"] is True
@@ -213,7 +214,7 @@ def test_training_commands_import_unsloth_before_the_libraries(monkeypatch, comm
     from lowres.train import rlvr, warmup
 
     order = []
-    monkeypatch.setattr(hardware, "import_unsloth_first", lambda backend: order.append(("unsloth", backend)))
+    monkeypatch.setattr(hardware, "import_unsloth_first", lambda backend, processes: order.append(("unsloth", backend)))
     monkeypatch.setattr(ui, "quiet_libraries", lambda: order.append("libraries"))
     monkeypatch.setattr(warmup, "run_warmup", lambda *a, **k: order.append("train"))
     monkeypatch.setattr(rlvr, "run_rlvr", lambda *a, **k: order.append("train"))

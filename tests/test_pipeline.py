@@ -86,7 +86,8 @@ def test_force_shows_in_the_plan(tmp_path):
     assert result.exit_code == 0, result.output
     plan = " ".join(re.sub("[│┃]", " ", result.output.split("name: demo")[0]).split())  # cells unwrapped
     assert plan.count("(--force: runs again)") == 2  # merge, and rlvr which starts from the merged model
-    assert "model (--force: runs again)" in plan and "base (--force: runs again)" in plan
+    assert "into the 16-bit base (--force: runs again)" in plan
+    assert "4 completions (8 per device × 1 accumulation step) (--force: runs again)" in plan
 
 
 def test_fingerprints_follow_file_contents_not_paths(tmp_path, monkeypatch):

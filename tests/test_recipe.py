@@ -106,6 +106,9 @@ MALFORMED = [
      "rlvr.start_from: 'warmup' needs the warmup and merge stages"),
     ("name: t\nmodel:\n  name_or_path: m\nrlvr:\n  per_device_train_batch_size: 6\n",
      "must be a multiple of rlvr.num_generations (8)"),
+    ("name: t\nmodel:\n  name_or_path: m\nnum_processes: 3\nrlvr:\n  per_device_train_batch_size: 4\n",
+     "num_processes (4 × 1 × 3 = 12) must be a multiple of rlvr.num_generations (8); change one of these numbers"),
+    ("name: t\nmodel:\n  name_or_path: m\nnum_processes: 0\n", "num_processes: "),
     ("name: t\nmodel:\n  name_or_path: m\ndata:\n  warmup:\n    people: [1, 3, 9]\n",
      "data.warmup.people: puzzle sizes must be 2-8, got [1, 9]"),
     ("name: t\nmodel:\n  name_or_path: m\neval:\n  tasks: kk\n",
@@ -166,7 +169,7 @@ def test_a_bad_set_value_blames_the_set_not_the_file(tmp_path):
         load_recipe(path, ["rlvr.learning_rate=fast"])
     assert str(caught.value) == "--set rlvr.learning_rate=fast: expected a number, got 'fast'"
     # A consistency rule broken by a --set names the --set too.
-    with pytest.raises(RecipeError, match=r"^--set rlvr.num_generations=3: batch size"):
+    with pytest.raises(RecipeError, match=r"^--set rlvr.num_generations=3: the global batch"):
         load_recipe(path, ["rlvr.num_generations=3"])
     # A problem in the file itself still names the file.
     bad = write(tmp_path, MINIMAL.replace("name: t", "name: t\nseed: x"))

@@ -16,7 +16,7 @@ import os
 import sys
 
 from lowres.errors import UserError
-from lowres.hardware import Hardware, vllm_installed
+from lowres.hardware import Hardware, training_device
 from lowres.models import resolve_model
 from lowres.recipe import LoraSection
 
@@ -113,18 +113,18 @@ def uses_gradient_checkpointing(hw: Hardware, model_ref: str | None = None,
 
 
 def load_trainable(model_ref: str, hw: Hardware, lora: LoraSection, *, load_in_4bit: bool,
-                   max_seq_length: int, seed: int, gradient_checkpointing: bool, for_rlvr: bool = False):
+                   max_seq_length: int, seed: int, gradient_checkpointing: bool, colocated_vllm: bool = False):
     """(model with a fresh LoRA adapter, tokenizer). The adapter's initialisation is seeded with `seed`.
 
     gradient_checkpointing: uses_gradient_checkpointing's answer, which the trainer config gets too.
-    for_rlvr: the model will sample GRPO rollouts; only then does the unsloth backend start its
-    colocated vLLM engine (where vLLM is installed)."""
+    colocated_vllm: the model will sample GRPO rollouts in a vLLM engine in this process (Unsloth's
+    fast_inference; see rlvr.vllm_placement); only the unsloth backend starts one here."""
     location = resolve_model(model_ref)
     if load_in_4bit:
         _require_bitsandbytes()
     if hw.backend == "unsloth":
         return _load_unsloth(location, hw, lora, load_in_4bit, max_seq_length, gradient_checkpointing, seed,
-                             fast_inference=for_rlvr and vllm_installed())
+                             fast_inference=colocated_vllm)
     return _load_transformers(location, hw, lora, load_in_4bit, gradient_checkpointing, seed)
 
 
@@ -140,14 +140,15 @@ def _load_transformers(location: str, hw: Hardware, lora: LoraSection, load_in_4
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute)
-        kwargs["device_map"] = {"": hw.device if hw.device != "cuda" else 0}
+        # Each process of a multi-GPU launch loads its own copy onto its own GPU.
+        kwargs["device_map"] = {"": training_device(hw)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except OSError as e:
         raise UserError(f"cannot load model {location!r}: {str(e).strip().splitlines()[0]}") from None
     if not load_in_4bit:
-        model.to(hw.device)
+        model.to(training_device(hw))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if load_in_4bit:

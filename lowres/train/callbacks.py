@@ -67,6 +67,8 @@ class LiveView(TrainerCallback):
         self._latest: dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # one view per stage, however many processes train
+            return
         self._bar = progress(TextColumn("{task.fields[metrics]}"))
         self._bar.start()
         self._task = self._bar.add_task(self.description, total=state.max_steps, completed=state.global_step,

@@ -21,6 +21,16 @@ def precision_flags(hw: Hardware, autocast=None) -> dict[str, bool]:
     return {"bf16": hw.dtype == "bf16", "fp16": hw.dtype == "fp16"}
 
 
+def ddp_args(recipe) -> dict:
+    """TrainingArguments for several processes (DDP): LoRA uses every trainable weight in every step, so
+    DDP need not search the graph for unused ones (that search also breaks with gradient checkpointing);
+    and the other processes keep the libraries as quiet as the main one (transformers would set them to
+    its "warning" level)."""
+    if recipe.num_processes == 1:
+        return {}
+    return {"ddp_find_unused_parameters": False, "log_level_replica": "error"}
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """CUDA out of memory, as torch raises it (or as some kernels word it in a RuntimeError)."""
     import torch
@@ -68,12 +78,16 @@ def drop_default_printer(trainer) -> None:
 def save_stage_output(out_dir: Path, stage: str, trainer, tokenizer, recipe, summary: dict) -> Path:
     """A training stage's outputs, each written whole or not at all: the adapter (with the tokenizer),
     recipe.yaml and summary.json; then the checkpoints are marked as belonging to a finished run.
-    Returns the adapter folder."""
+    Returns the adapter folder. With several processes only the main one writes, and the others wait
+    for it (so the stage ends when its output is there)."""
     from lowres import artifacts
     from lowres.recipe import dump_recipe
     from lowres.train.resume import mark_finished
 
     adapter_dir = out_dir / "adapter"
+    if not trainer.accelerator.is_main_process:
+        trainer.accelerator.wait_for_everyone()
+        return adapter_dir
     with artifacts.disk_guard(out_dir, stage):
         with artifacts.building_folder(adapter_dir) as tmp:
             trainer.model.save_pretrained(tmp)
@@ -81,6 +95,7 @@ def save_stage_output(out_dir: Path, stage: str, trainer, tokenizer, recipe, sum
         artifacts.write_text(out_dir / "recipe.yaml", dump_recipe(recipe))
         artifacts.write_json(out_dir / "summary.json", summary)
         mark_finished(out_dir)
+    trainer.accelerator.wait_for_everyone()
     return adapter_dir
 
 
@@ -93,7 +108,9 @@ def tracking_args(recipe, stage: str, out_dir: Path) -> dict:
     report_to = list(recipe.output.report_to)
     if "tensorboard" in report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(out_dir) / "tensorboard")  # read by transformers
-    if "wandb" in report_to:
+    from lowres.distributed import is_main_process
+
+    if "wandb" in report_to and is_main_process():  # transformers logs from the main process only
         import wandb
 
         if wandb.run is None:  # transformers' WandbCallback logs into the run that is open

@@ -1,10 +1,17 @@
-"""A pure-PyTorch stand-in for TRL's Triton log-prob kernel, for machines without Triton.
+"""Shims for gaps in the pinned stack on CPU machines.
+
+1. A pure-PyTorch stand-in for TRL's Triton log-prob kernel, for machines without Triton.
 
 TRL 1.15's SFT and GRPO trainers compute per-token log-probabilities through a fused LM head whose
 kernel is written in Triton. Triton ships with PyTorch's CUDA builds only, so on a CPU-only install
 `trl.trainer.utils._ChunkedLogProbFunction` is None and the first training step fails. This module
 provides the same computation with plain tensor ops (autograd does the backward), which is what
 TRL's kernel computes, tile by tile, on a GPU. It is installed only where Triton is missing.
+
+2. Resuming a multi-process CPU run: transformers loads the optimizer state onto `args.device`, which
+Accelerate makes `cpu:0` on several CPU processes, a location torch's loader does not know ("don't know
+how to restore data location … (tagged with cpu:0)"). `ensure_cpu_index_restore` teaches it that
+`cpu:N` is the CPU.
 """
 
 from __future__ import annotations
@@ -56,3 +63,20 @@ def ensure_logprob_kernel() -> bool:
         return False
     trl_utils._ChunkedLogProbFunction = TorchChunkedLogProb
     return True
+
+
+def ensure_cpu_index_restore() -> None:
+    """Let torch.load(map_location="cpu:N") restore onto the CPU (see the module docstring, 2)."""
+    import torch.serialization as serialization
+
+    if getattr(serialization, "_lowres_cpu_index", False):
+        return
+
+    def tag(obj):
+        return None  # saving is unchanged: torch's own tagger writes "cpu"
+
+    def restore(obj, location: str):
+        return obj if location.startswith("cpu:") else None
+
+    serialization.register_package(11, tag, restore)  # after torch's own "cpu" (10)
+    serialization._lowres_cpu_index = True

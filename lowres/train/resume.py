@@ -130,6 +130,18 @@ def prepare_resume(stage_dir: Path, stage: str, fingerprint: str) -> str | None:
     return str(resume) if resume else None
 
 
+def resume_point(stage_dir: Path, stage: str, fingerprint: str) -> str | None:
+    """prepare_resume for each process of a launch: the main process sets aside and marks, then the
+    others (which must not move files under it) take the checkpoint it left. One process: prepare_resume."""
+    from lowres.distributed import is_main_process, main_process_first
+
+    with main_process_first():
+        if is_main_process():
+            return prepare_resume(stage_dir, stage, fingerprint)
+        found = _checkpoints(Path(stage_dir) / "checkpoints")
+        return str(found[-1]) if found else None
+
+
 def _trim_metrics(path: Path, step: int) -> None:
     """Keep the log lines of steps up to `step` (the resumed one); later steps will be redone."""
     if not path.is_file():

@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import fingerprint, stage_fingerprints
-from lowres.hardware import Hardware, detect, loss_dtype, rollout_dtype
+from lowres.hardware import Hardware, detect, loss_dtype, rollout_dtype, vllm_placement
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings
 from lowres.rewards import reward_functions
@@ -43,13 +43,15 @@ from lowres.train.backend import (
 )
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
 from lowres.train.common import (
+    ddp_args,
     drop_default_printer,
     oom_guard,
     precision_flags,
     save_stage_output,
     tracking_args,
 )
-from lowres.train.resume import finished_before, prepare_resume
+from lowres.train.compat import ensure_cpu_index_restore
+from lowres.train.resume import finished_before, resume_point
 from lowres.ui import console
 
 
@@ -331,8 +333,20 @@ def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpoint
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
         **tracking_args(recipe, "rlvr", out_dir), seed=recipe.seed, disable_tqdm=True,
         use_cpu=hw.device == "cpu", log_completions=False, gradient_checkpointing=gradient_checkpointing,
-        **precision_flags(hw),
+        **precision_flags(hw), **ddp_args(recipe), **vllm_args(recipe, hw),
     )
+
+
+def vllm_args(recipe: Recipe, hw: Hardware) -> dict:
+    """GRPOConfig's vLLM settings for rlvr.vllm (Unsloth's own engine needs none: the model carries it)."""
+    cfg = recipe.rlvr
+    placement = vllm_placement(cfg.vllm, hw)
+    if placement == "server":
+        return {"use_vllm": True, "vllm_mode": "server", "vllm_server_host": cfg.vllm_server_host,
+                "vllm_server_port": cfg.vllm_server_port}
+    if placement == "colocate":
+        return {"use_vllm": True, "vllm_mode": "colocate"}
+    return {}
 
 
 def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None = None,
@@ -356,8 +370,15 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
         console.print(f"{stage}: finished before with the same settings → {out_dir / 'adapter'} "
                       f"(`lowres run --force {stage}` trains it again)")
         return out_dir
-    hw = detect(recipe.model.dtype, recipe.model.backend)
+    hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     prepare_backend(hw)
+    if hw.device == "cpu" and recipe.num_processes > 1:
+        ensure_cpu_index_restore()
+    placement = vllm_placement(cfg.vllm, hw)
+    if placement in ("server", "colocate") and cfg.load_in_4bit:
+        console.print("[yellow]rlvr: TRL syncs the weights into vLLM by merging the LoRA adapter into the 4-bit base, "
+                      "which rounds them: the completions come from a slightly different model than the one "
+                      "trained (set rlvr.load_in_4bit: false, or rlvr.vllm: none, to avoid it)[/yellow]")
     task = get_task(recipe.data.target.task)
     rows = training_rows(recipe)
     # On a GPU always; on a CPU the trainer decides per micro-batch from its real length (with the
@@ -365,12 +386,12 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     checkpointing = hw.device != "cpu" and uses_gradient_checkpointing(hw)
     model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
                                       max_seq_length=recipe.model.max_seq_length, seed=recipe.seed,
-                                      gradient_checkpointing=checkpointing, for_rlvr=True)
+                                      gradient_checkpointing=checkpointing, colocated_vllm=placement == "unsloth")
     dataset = build_dataset(rows, tokenizer, recipe)
     reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
                              cfg.stop_after_constant_reward_steps)
-    resume = prepare_resume(out_dir, stage, stage_fingerprint)
+    resume = resume_point(out_dir, stage, stage_fingerprint)
     live = LiveView(stage, ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
                              "completions/mean_length"))
     trainer = lowres_grpo_trainer(recipe, hw)(
@@ -396,6 +417,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
                "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype,
                "gradient_checkpointing": checkpointing, "peak_memory": peak_memory(),
+               "processes": recipe.num_processes, "vllm": placement,
                "rollout_dtype": str(rollout_dtype(cfg.rollout_dtype, hw) or hw.dtype).removeprefix("torch."),
                "loss_dtype": str(loss_dtype(cfg.loss_dtype, hw) or hw.dtype).removeprefix("torch.")}
     if hw.device == "cpu" and hw.backend == "transformers":

@@ -25,13 +25,15 @@ from lowres.tasks.data import read_trace_file
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
 from lowres.train.common import (
+    ddp_args,
     drop_default_printer,
     oom_guard,
     precision_flags,
     save_stage_output,
     tracking_args,
 )
-from lowres.train.resume import finished_before, prepare_resume
+from lowres.train.compat import ensure_cpu_index_restore
+from lowres.train.resume import finished_before, resume_point
 from lowres.ui import console
 
 
@@ -84,8 +86,10 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         console.print(f"warmup: finished before with the same settings → {out_dir / 'adapter'} "
                       "(`lowres run --force warmup` trains it again)")
         return out_dir
-    hw = detect(recipe.model.dtype, recipe.model.backend)
+    hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     prepare_backend(hw)
+    if hw.device == "cpu" and recipe.num_processes > 1:
+        ensure_cpu_index_restore()
     autocast = loss_dtype(cfg.loss_dtype, hw)
     examples = load_warmup_examples(recipe)
     checkpointing = uses_gradient_checkpointing(hw, recipe.model.name_or_path,
@@ -119,9 +123,9 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         eval_strategy="steps" if held_out else "no", eval_steps=cfg.save_steps if held_out else None,
         **tracking_args(recipe, "warmup", out_dir), seed=recipe.seed, disable_tqdm=True,
         include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
-        gradient_checkpointing=checkpointing, **precision_flags(hw, autocast),
+        gradient_checkpointing=checkpointing, **precision_flags(hw, autocast), **ddp_args(recipe),
     )
-    resume = prepare_resume(out_dir, "warmup", fingerprint)
+    resume = resume_point(out_dir, "warmup", fingerprint)
     live = LiveView("warmup", ("loss", "eval_loss"))
     trainer = SFTTrainer(
         model=model, args=args, processing_class=tokenizer,
@@ -147,7 +151,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": cfg.load_in_4bit,
         "backend": hw.backend, "dtype": hw.dtype,
         "loss_dtype": str(autocast or hw.dtype).removeprefix("torch."), "gradient_checkpointing": checkpointing,
-        "peak_memory": peak_memory(),
+        "peak_memory": peak_memory(), "processes": recipe.num_processes,
     }
     adapter_dir = save_stage_output(out_dir, "warmup", trainer, tokenizer, recipe, summary)
     console.print(f"warmup: {result.global_step} steps, train loss {result.training_loss:.4f}"
