@@ -48,19 +48,6 @@ def in_launch() -> bool:
     return process_count() > 1
 
 
-def main_process_first():
-    """A context in which the main process runs first and the others wait for it (a no-op outside a
-    launch): for work that writes, such as setting aside checkpoints before resuming."""
-    import contextlib
-
-    if not in_launch():
-        return contextlib.nullcontext()
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
-
-
 def record_error(message: str, exit_code: int) -> bool:
     """In a launch by `lowres`: leave this process's one-line error for the launcher (True); else False
     (the caller prints it)."""

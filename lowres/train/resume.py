@@ -130,13 +130,12 @@ def prepare_resume(stage_dir: Path, stage: str, fingerprint: str) -> str | None:
     return str(resume) if resume else None
 
 
-def resume_point(stage_dir: Path, stage: str, fingerprint: str) -> str | None:
-    """prepare_resume for each process of a launch: the main process sets aside and marks, then the
-    others (which must not move files under it) take the checkpoint it left. One process: prepare_resume."""
-    from lowres.distributed import is_main_process, main_process_first
-
-    with main_process_first():
-        if is_main_process():
+def resume_point(stage_dir: Path, stage: str, fingerprint: str, args) -> str | None:
+    """prepare_resume for each process of a launch (`args`: the stage's TrainingArguments): the main
+    process sets aside and marks, then the others, which must not move files under it, take the
+    checkpoint it left. With one process this is prepare_resume."""
+    with args.main_process_first(local=False, desc=f"{stage} checkpoints"):
+        if args.process_index == 0:
             return prepare_resume(stage_dir, stage, fingerprint)
         found = _checkpoints(Path(stage_dir) / "checkpoints")
         return str(found[-1]) if found else None

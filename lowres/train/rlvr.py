@@ -391,11 +391,12 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
                              cfg.stop_after_constant_reward_steps)
-    resume = resume_point(out_dir, stage, stage_fingerprint)
+    args = grpo_config(recipe, hw, out_dir, checkpointing)
+    resume = resume_point(out_dir, stage, stage_fingerprint, args)
     live = LiveView(stage, ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
                              "completions/mean_length"))
     trainer = lowres_grpo_trainer(recipe, hw)(
-        model=model, reward_funcs=reward_funcs, args=grpo_config(recipe, hw, out_dir, checkpointing),
+        model=model, reward_funcs=reward_funcs, args=args,
         train_dataset=dataset, processing_class=tokenizer,
         callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
                    live, *callbacks],

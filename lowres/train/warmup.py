@@ -125,7 +125,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
         gradient_checkpointing=checkpointing, **precision_flags(hw, autocast), **ddp_args(recipe),
     )
-    resume = resume_point(out_dir, "warmup", fingerprint)
+    resume = resume_point(out_dir, "warmup", fingerprint, args)
     live = LiveView("warmup", ("loss", "eval_loss"))
     trainer = SFTTrainer(
         model=model, args=args, processing_class=tokenizer,
