@@ -85,12 +85,6 @@ def accelerate_arguments(num_processes: int, args: list[str], cpu: bool, cores: 
     return [*launch, "-m", "lowres", *args]
 
 
-def _root_cause(error) -> tuple[int, int]:
-    """(rank, exit code) of the first process to fail in a torch elastic ChildFailedError."""
-    rank, failure = error.get_first_failure()
-    return rank, failure.exitcode
-
-
 def launch(num_processes: int, args: list[str]) -> int:
     """Run `lowres ARGS` as `num_processes` processes with accelerate launch; the exit code to end with."""
     import logging
@@ -120,7 +114,8 @@ def launch(num_processes: int, args: list[str]) -> int:
             launch_command(parsed)
             return 0
         except ChildFailedError as e:
-            rank, code = _root_cause(e)
+            rank, failure = e.get_first_failure()
+            code = failure.exitcode
             recorded = Path(errors_dir) / f"rank{rank}.txt"
             if recorded.is_file():
                 first, _, message = recorded.read_text(encoding="utf-8").partition("\n")

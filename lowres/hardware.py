@@ -111,10 +111,7 @@ def detect(requested_dtype: str = "auto", requested_backend: str = "auto", proce
     else:
         device, bf16 = "cpu", True  # CPU bf16 works (slowly on CPUs without AVX512-BF16)
 
-    if processes > 1 and requested_backend == "unsloth":
-        raise UserError("model.backend: unsloth runs as one process; with several processes use backend auto "
-                        "or transformers")
-    if processes > 1:
+    if processes > 1:  # (a recipe asking for unsloth with several processes is refused when it is read)
         backend = "transformers"
         reasons.append(f"backend {MULTI_PROCESS_BACKEND}")
     elif requested_backend == "auto":

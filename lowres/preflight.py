@@ -113,9 +113,6 @@ def check_recipe(recipe: Recipe) -> None:
             get_task(target.task).load("train", path=target.path, **kwargs)
         except UserError as e:
             raise _blame(recipe, "data.target.path", str(e)) from None
-    if recipe.num_processes > 1 and recipe.model.backend == "unsloth":
-        raise _blame(recipe, "model.backend", "unsloth runs as one process; with num_processes "
-                     f"{recipe.num_processes} use backend auto or transformers")
     if "rlvr" in stages and recipe.rlvr.vllm in ("colocate", "server") and importlib.util.find_spec("vllm") is None:
         raise _blame(recipe, "rlvr.vllm", f"{recipe.rlvr.vllm} needs vLLM in this environment (pip install vllm, on a "
                      "CUDA machine), or set rlvr.vllm: auto")

@@ -453,6 +453,9 @@ def _check_consistency(recipe: Recipe) -> None:
                           "warmup (rlvr.start_from: warmup); add rlvr, or drop rlvr-no-warmup")
     if "rlvr" in recipe.stages:
         check_rlvr_settings(recipe)
+    if recipe.num_processes > 1 and recipe.model.backend == "unsloth":
+        raise _fail(src, "model.backend", f"unsloth runs as one process; with num_processes {recipe.num_processes} "
+                    "use backend auto or transformers", ("num_processes",))
     if recipe.data.warmup.trace_style != "full" and recipe.data.warmup.source != "kk-solver":
         raise _fail(src, "data.warmup.trace_style", "applies to kk-solver traces only; the traces in "
                     f"{recipe.data.warmup.source} are used as they are (drop trace_style)")

@@ -148,7 +148,8 @@ def test_inside_a_launch_only_the_training_commands_run(tmp_path, monkeypatch):
 
 def test_unsloth_is_refused_with_several_processes(tmp_path):
     result = CliRunner().invoke(cli, ["validate", "demo", "--set", "num_processes=2", "--set", "model.backend=unsloth"])
-    assert result.exit_code == 2 and "model.backend: unsloth runs as one process" in result.output
+    assert result.exit_code == 2
+    assert "model.backend=unsloth: unsloth runs as one process; with num_processes 2" in result.output
 
 
 def test_accelerate_gets_plain_ddp_and_a_share_of_the_cores():
