@@ -17,6 +17,7 @@ process that turns the first failed process's exit into the stage's exit code.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -96,6 +97,7 @@ def launch(num_processes: int, args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    from lowres.launch import INTERRUPTED
     from lowres.ui import error
 
     # The launcher's own log lines (a process failed, the others are being stopped) and its traceback
@@ -122,10 +124,10 @@ def launch(num_processes: int, args: list[str]) -> int:
                 error(message.strip())
                 return int(first)
             if code < 0:  # killed by a signal: SIGINT is an interruption, the rest a crash
-                return 130 if -code == 2 else 1
+                return INTERRUPTED if -code == signal.SIGINT else 1
             return code
         except (KeyboardInterrupt, SignalException):  # Ctrl-C: the launcher passed it on to the processes
-            return 130
+            return INTERRUPTED
 
 
 def main() -> None:

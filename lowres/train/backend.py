@@ -118,7 +118,7 @@ def load_trainable(model_ref: str, hw: Hardware, lora: LoraSection, *, load_in_4
 
     gradient_checkpointing: uses_gradient_checkpointing's answer, which the trainer config gets too.
     colocated_vllm: the model will sample GRPO rollouts in a vLLM engine in this process (Unsloth's
-    fast_inference; see rlvr.vllm_placement); only the unsloth backend starts one here."""
+    fast_inference; see hardware.vllm_placement); only the unsloth backend starts one here."""
     location = resolve_model(model_ref)
     if load_in_4bit:
         _require_bitsandbytes()

@@ -134,6 +134,10 @@ def resume_point(stage_dir: Path, stage: str, fingerprint: str, args) -> str | N
     """prepare_resume for each process of a launch (`args`: the stage's TrainingArguments): the main
     process sets aside and marks, then the others, which must not move files under it, take the
     checkpoint it left. With one process this is prepare_resume."""
+    if args.world_size > 1 and args.device.type == "cpu":
+        from lowres.train.compat import ensure_cpu_index_restore
+
+        ensure_cpu_index_restore()  # transformers will load the optimizer state onto `cpu:N`
     with args.main_process_first(local=False, desc=f"{stage} checkpoints"):
         if args.process_index == 0:
             return prepare_resume(stage_dir, stage, fingerprint)

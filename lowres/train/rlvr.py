@@ -50,7 +50,6 @@ from lowres.train.common import (
     save_stage_output,
     tracking_args,
 )
-from lowres.train.compat import ensure_cpu_index_restore
 from lowres.train.resume import finished_before, resume_point
 from lowres.ui import console
 
@@ -372,8 +371,6 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
         return out_dir
     hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     prepare_backend(hw)
-    if hw.device == "cpu" and recipe.num_processes > 1:
-        ensure_cpu_index_restore()
     placement = vllm_placement(cfg.vllm, hw)
     if placement in ("server", "colocate") and cfg.load_in_4bit:
         console.print("[yellow]rlvr: TRL syncs the weights into vLLM by merging the LoRA adapter into the 4-bit base, "

@@ -32,7 +32,6 @@ from lowres.train.common import (
     save_stage_output,
     tracking_args,
 )
-from lowres.train.compat import ensure_cpu_index_restore
 from lowres.train.resume import finished_before, resume_point
 from lowres.ui import console
 
@@ -88,8 +87,6 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         return out_dir
     hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     prepare_backend(hw)
-    if hw.device == "cpu" and recipe.num_processes > 1:
-        ensure_cpu_index_restore()
     autocast = loss_dtype(cfg.loss_dtype, hw)
     examples = load_warmup_examples(recipe)
     checkpointing = uses_gradient_checkpointing(hw, recipe.model.name_or_path,
