@@ -62,11 +62,15 @@ COMPARISONS = (("warmup", "base", "warmup alone"),
                ("rlvr", "warmup", "GRPO on top of the warmup"))
 
 
-def standard_error(result: EvalResult) -> float:
-    """The binomial standard error of an accuracy over its n_questions × n_samples answers. Answers to
-    the same question are correlated, so this understates the real uncertainty somewhat."""
-    n = max(result.n_questions * result.n_samples, 1)
-    return (result.accuracy_mean * (1 - result.accuracy_mean) / n) ** 0.5
+def difference_standard_error(a: EvalResult, b: EvalResult) -> float:
+    """The standard error of the difference between two accuracies, each over its n_questions ×
+    n_samples answers, under the hypothesis that both models are equally accurate (the two-proportion
+    test's pooled estimate). Unlike each accuracy's own binomial error, it does not vanish when one
+    model scores 0%. Answers to the same question are correlated, so it understates the real
+    uncertainty somewhat."""
+    n_a, n_b = max(a.n_questions * a.n_samples, 1), max(b.n_questions * b.n_samples, 1)
+    pooled = (a.accuracy_mean * n_a + b.accuracy_mean * n_b) / (n_a + n_b)
+    return (pooled * (1 - pooled) * (1 / n_a + 1 / n_b)) ** 0.5
 
 
 def comparison_lines(results: Results) -> list[str]:
@@ -81,10 +85,13 @@ def comparison_lines(results: Results) -> list[str]:
             if a is None or b is None:
                 continue
             diff = 100 * (a.accuracy_mean - b.accuracy_mean)
-            noise = 200 * (standard_error(a) ** 2 + standard_error(b) ** 2) ** 0.5
-            verdict = "beyond" if abs(diff) > noise else "within"
+            noise = 200 * difference_standard_error(a, b)
+            if a.accuracy_mean == b.accuracy_mean:
+                verdict = "the same score"
+            else:
+                verdict = f"{'beyond' if abs(diff) > noise else 'within'} noise (2 standard errors: ±{noise:.1f})"
             lines.append(f"- **{later} vs {earlier}** ({meaning}), {task}: {diff:+.1f} points "
-                         f"({_cell(a)} vs {_cell(b)}); {verdict} noise (2 standard errors: ±{noise:.1f})")
+                         f"({_cell(a)} vs {_cell(b)}); {verdict}")
     return lines
 
 

@@ -153,9 +153,16 @@ def test_the_report_compares_warmup_with_base_and_the_two_grpo_runs():
     lines = comparison_lines({"base": result("base", 0.0), "warmup": result("warmup", 0.25),
                               "rlvr": result("rlvr", 0.3), "rlvr-no-warmup": result("rlvr-no-warmup", 0.0)})
     assert [line.split("**")[1] for line in lines] == ["warmup vs base", "rlvr vs rlvr-no-warmup", "rlvr vs warmup"]
-    # 32 answers: 2 standard errors of a 25% vs 0% difference is ±15.3 points, of 30% vs 25% ±22.3
-    assert "+25.0 points" in lines[0] and "beyond noise (2 standard errors: ±15.3)" in lines[0]
+    # 32 answers each, pooled: 2 standard errors of a 25% vs 0% difference is ±16.5 points (12.5% pooled),
+    # of 30% vs 25% ±22.3 (27.5% pooled)
+    assert "+25.0 points" in lines[0] and "beyond noise (2 standard errors: ±16.5)" in lines[0]
     assert "+5.0 points" in lines[2] and "within noise (2 standard errors: ±22.3)" in lines[2]
+    # One model at 0% still has noise to beat: 3.1% (1 of 32) against 0% is within it
+    assert "within noise (2 standard errors: ±6.2)" in comparison_lines(
+        {"rlvr": result("rlvr", 1 / 32), "warmup": result("warmup", 0.0)})[0]
+    # Two models at 0%: no difference to judge
+    assert comparison_lines({"warmup": result("warmup", 0.0), "base": result("base", 0.0)})[0].endswith(
+        "+0.0 points (0.0 ± 5.0 (format ok 70%) vs 0.0 ± 5.0 (format ok 70%)); the same score")
     assert comparison_lines({"base": result("base", 0.1)}) == []
 
 
