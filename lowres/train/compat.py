@@ -5,8 +5,9 @@
 TRL 1.15's SFT and GRPO trainers compute per-token log-probabilities through a fused LM head whose
 kernel is written in Triton. Triton ships with PyTorch's CUDA builds only, so on a CPU-only install
 `trl.trainer.utils._ChunkedLogProbFunction` is None and the first training step fails. This module
-provides the same computation with plain tensor ops (autograd does the backward), which is what
-TRL's kernel computes, tile by tile, on a GPU. It is installed only where Triton is missing.
+provides the same computation in PyTorch — what TRL's kernel computes, tile by tile, on a GPU — with a
+hand-written backward (autograd through the plain ops spent most of the time in elementwise passes
+over the [tokens, vocab] logits). It is installed only where Triton is missing.
 
 2. Resuming a multi-process CPU run: transformers loads the optimizer state onto `args.device`, which
 Accelerate makes `cpu:0` on several CPU processes, a location torch's loader does not know ("don't know
@@ -38,7 +39,7 @@ class TorchChunkedLogProb:
 class _LogProbs(torch.autograd.Function):
     """Log-probabilities of the targets (and the optional outputs) under softmax(scale · (hidden @ weightᵀ + bias)),
     with a hand-written backward. Autograd through the plain ops would keep the fp32 logits and their
-    log-softmax for every token and run an elementwise pass per op each way (measured: ~60% of this
+    log-softmax for every token and run an elementwise pass per op each way (measured: most of the
     function's time on a CPU went to such passes); here the forward keeps only the probabilities, and
     the backward is one pass over them before the matmuls:
         d log p_t / dz = onehot(t) − p,    d H / dz = −p ⊙ (log p + H)   (H = −Σ p log p)."""
@@ -73,9 +74,8 @@ class _LogProbs(torch.autograd.Function):
         joined = {k: (torch.cat(v) if v else None) for k, v in pieces.items()}
         if joined["log_probs"] is None:  # no token to score
             joined["log_probs"] = hidden.new_zeros(0, dtype=torch.float32)
-        joined["probs"] = probs
         ctx.scale = scale
-        ctx.save_for_backward(hidden, weight, weight_c, bias, targets, joined["probs"], joined["entropy"])
+        ctx.save_for_backward(hidden, weight, weight_c, bias, targets, probs, joined["entropy"])
         ctx.mark_non_differentiable(*(joined[k] for k in ("log_sum_sq_probs", "mean_logits", "is_top1")
                                       if joined[k] is not None))
         return (joined["log_probs"], joined["entropy"], joined["log_sum_sq_probs"], joined["mean_logits"],
