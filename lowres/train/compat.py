@@ -30,22 +30,21 @@ class TorchChunkedLogProb:
     def apply(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
               temperature: float, chunk_size: int, final_logit_softcapping: float | None = None,
               logit_scale: float = 1.0, outputs: tuple[str, ...] = _OPTIONAL):
-        if final_logit_softcapping is not None:  # Gemma's soft cap: autograd through plain ops
-            return _autograd_log_probs(hidden, weight, bias, targets, temperature, final_logit_softcapping,
-                                       logit_scale, outputs)
-        return _LogProbs.apply(hidden, weight, bias, targets, logit_scale / temperature, tuple(outputs))
+        return _LogProbs.apply(hidden, weight, bias, targets, logit_scale, final_logit_softcapping, temperature,
+                               tuple(outputs))
 
 
 class _LogProbs(torch.autograd.Function):
-    """Log-probabilities of the targets (and the optional outputs) under softmax(scale · (hidden @ weightᵀ + bias)),
-    with a hand-written backward. Autograd through the plain ops would keep the fp32 logits and their
-    log-softmax for every token and run an elementwise pass per op each way (measured: most of the
+    """Log-probabilities of the targets (and the optional outputs) under softmax(z / temperature), where
+    z = logit_scale · (hidden @ weightᵀ + bias), soft-capped to cap · tanh(z / cap) when a cap is given
+    (Gemma), with a hand-written backward. Autograd through the plain ops would keep the fp32 logits
+    and their log-softmax for every token and run an elementwise pass per op each way (measured: most of the
     function's time on a CPU went to such passes); here the forward keeps only the probabilities, and
-    the backward is one pass over them before the matmuls:
+    the backward is one pass over them before the matmuls (with a cap, also the cap's derivative):
         d log p_t / dz = onehot(t) − p,    d H / dz = −p ⊙ (log p + H)   (H = −Σ p log p)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, scale, outputs):
+    def forward(ctx, hidden, weight, bias, targets, logit_scale, cap, temperature, outputs):
         ctx.set_materialize_grads(False)  # an output nobody differentiates gets None, not a zero tensor
         # Under autocast the LM head's matmul runs in the autocast dtype, as TRL's kernel does it.
         ctx.compute_dtype = (torch.get_autocast_dtype(hidden.device.type)
@@ -55,11 +54,19 @@ class _LogProbs(torch.autograd.Function):
         weight_c, bias_c = weight.to(dtype), (None if bias is None else bias.to(dtype))
         pieces: dict[str, list[torch.Tensor]] = {name: [] for name in ("log_probs", *_OPTIONAL)}
         probs = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=torch.float32)
+        # d z / d (hidden @ weightᵀ + bias): a constant, or with a cap (1 − tanh²) times it, kept per logit
+        scale = logit_scale / (1.0 if cap is not None else temperature)
+        cap_slope = None if cap is None else torch.empty_like(probs)
         for start in range(0, hidden.shape[0], _TOKENS_PER_CHUNK):
             t = targets[start:start + _TOKENS_PER_CHUNK]
             z = torch.nn.functional.linear(hidden[start:start + _TOKENS_PER_CHUNK].to(dtype), weight_c, bias_c).float()
             if scale != 1.0:
                 z.mul_(scale)
+            if cap is not None:
+                z = torch.tanh(z.div_(cap))
+                slope = torch.mul(z, z, out=cap_slope[start:start + len(t)])
+                slope.neg_().add_(1).mul_(logit_scale / temperature)
+                z.mul_(cap / temperature)
             if "mean_logits" in outputs:
                 pieces["mean_logits"].append(z.mean(-1))
             if "is_top1" in outputs:
@@ -75,7 +82,7 @@ class _LogProbs(torch.autograd.Function):
         if joined["log_probs"] is None:  # no token to score
             joined["log_probs"] = hidden.new_zeros(0, dtype=torch.float32)
         ctx.scale = scale
-        ctx.save_for_backward(hidden, weight, weight_c, bias, targets, probs, joined["entropy"])
+        ctx.save_for_backward(hidden, weight, weight_c, bias, targets, probs, joined["entropy"], cap_slope)
         ctx.mark_non_differentiable(*(joined[k] for k in ("log_sum_sq_probs", "mean_logits", "is_top1")
                                       if joined[k] is not None))
         return (joined["log_probs"], joined["entropy"], joined["log_sum_sq_probs"], joined["mean_logits"],
@@ -83,7 +90,7 @@ class _LogProbs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_log_probs, grad_entropy, *_):
-        hidden, weight, weight_c, bias, targets, probs, entropy = ctx.saved_tensors
+        hidden, weight, weight_c, bias, targets, probs, entropy, cap_slope = ctx.saved_tensors
         if grad_log_probs is not None:
             grad_log_probs = grad_log_probs.to(probs.dtype).unsqueeze(-1)
             grad_z = probs * -grad_log_probs
@@ -93,7 +100,9 @@ class _LogProbs(torch.autograd.Function):
         if grad_entropy is not None and entropy is not None:
             log_p = probs.clamp_min(torch.finfo(probs.dtype).tiny).log_()  # where p underflowed, p·log p is 0 anyway
             grad_z.sub_(probs * (log_p + entropy.unsqueeze(-1)) * grad_entropy.unsqueeze(-1))
-        if ctx.scale != 1.0:
+        if cap_slope is not None:
+            grad_z.mul_(cap_slope)
+        elif ctx.scale != 1.0:
             grad_z.mul_(ctx.scale)
         dtype = ctx.compute_dtype
         grad_hidden = grad_weight = grad_bias = None
@@ -103,32 +112,7 @@ class _LogProbs(torch.autograd.Function):
             grad_weight = (grad_z.t().to(dtype) @ hidden.to(dtype)).to(weight.dtype)
         if bias is not None and ctx.needs_input_grad[2]:
             grad_bias = grad_z.sum(0).to(bias.dtype)
-        return grad_hidden, grad_weight, grad_bias, None, None, None
-
-
-def _autograd_log_probs(hidden, weight, bias, targets, temperature, final_logit_softcapping, logit_scale, outputs):
-    """The same outputs through plain tensor ops (autograd does the backward), with a soft cap."""
-    pieces: dict[str, list[torch.Tensor]] = {name: [] for name in ("log_probs", *_OPTIONAL)}
-    for start in range(0, hidden.shape[0], _TOKENS_PER_CHUNK):
-        h = hidden[start:start + _TOKENS_PER_CHUNK]
-        t = targets[start:start + _TOKENS_PER_CHUNK]
-        z = torch.nn.functional.linear(h, weight, bias).float() * logit_scale
-        z = final_logit_softcapping * torch.tanh(z / final_logit_softcapping) / temperature
-        log_p = torch.log_softmax(z, dim=-1)
-        pieces["log_probs"].append(log_p.gather(-1, t.unsqueeze(-1)).squeeze(-1))
-        if "entropy" in outputs:
-            pieces["entropy"].append(-(log_p.exp() * log_p).sum(-1))
-        if "log_sum_sq_probs" in outputs:
-            pieces["log_sum_sq_probs"].append(torch.logsumexp(2 * log_p, dim=-1).detach())
-        if "mean_logits" in outputs:
-            pieces["mean_logits"].append(z.mean(-1).detach())
-        if "is_top1" in outputs:
-            pieces["is_top1"].append(z.argmax(-1) == t)
-    joined = {k: (torch.cat(v) if v else None) for k, v in pieces.items()}
-    if joined["log_probs"] is None:  # no token to score
-        joined["log_probs"] = hidden.new_zeros(0, dtype=torch.float32) + 0 * hidden.sum()
-    return (joined["log_probs"], joined["entropy"], joined["log_sum_sq_probs"], joined["mean_logits"],
-            joined["is_top1"])
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
 
 
 def ensure_logprob_kernel() -> bool:

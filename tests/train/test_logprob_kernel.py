@@ -84,10 +84,20 @@ def test_no_token_to_score_gives_an_empty_result_and_a_zero_gradient():
     assert hidden.grad is not None and not hidden.grad.any()
 
 
-def test_a_soft_capped_model_takes_the_autograd_path():
-    hidden, weight, bias, targets = leaves(6)
-    cap = 5.0
-    log_probs, *_ = compat.TorchChunkedLogProb.apply(hidden, weight, bias, targets, 1.0, 32768, cap, 1.0, ALL)
-    z = cap * torch.tanh(torch.nn.functional.linear(hidden, weight, bias) / cap)
-    want = torch.log_softmax(z, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    torch.testing.assert_close(log_probs, want)
+@pytest.mark.parametrize("entropy_weight", [0.0, 0.3])
+def test_a_soft_capped_models_outputs_and_gradients_match_autograd(entropy_weight):
+    cap, temperature, logit_scale = 5.0, 0.7, 1.3
+
+    def capped(hidden, weight, bias, targets):  # Gemma's order: scale, cap, then temperature
+        z = torch.nn.functional.linear(hidden, weight, bias) * logit_scale
+        log_p = torch.log_softmax(cap * torch.tanh(z / cap) / temperature, dim=-1)
+        return log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1), -(log_p.exp() * log_p).sum(-1)
+
+    got, got_grads = outputs_and_grads(
+        lambda h, w, b, t: compat.TorchChunkedLogProb.apply(h, w, b, t, temperature, 32768, cap, logit_scale, ALL),
+        6, entropy_weight)
+    want, want_grads = outputs_and_grads(capped, 6, entropy_weight)
+    for g, w in zip(got[:2], want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
