@@ -1,33 +1,44 @@
 #!/usr/bin/env bash
-# The GPU check in one call: lowres's GPU tests and a short timed warmup + GRPO on both backends.
+# The GPU check: lowres's GPU tests, both backends' configs compared, and short timed warmup + GRPO runs.
 #
-#   bash benchmarks/gpu_check.sh prepare   # on a machine with the package registries, in the project's venv
-#   bash benchmarks/gpu_check.sh run [PHASE…]  # on a CUDA machine, offline; figures go to $OUT (or ./gpu_check_out)
+#   bash benchmarks/gpu_check.sh prepare          # with the package registries, in the project's venv: builds .gpu_kit/
+#   bash benchmarks/gpu_check.sh rehearse         # the same, then every phase of `run` on this CPU machine
+#   bash benchmarks/gpu_check.sh run [PHASE…]     # on the CUDA machine, offline; results go to $OUT (or ./gpu_check_out)
 #
-# prepare: builds .gpu_kit/ (ignored by git, at most 40 MiB): wheels of the pinned versions of what a
-#   bare CUDA + torch + transformers machine lacks (trl, datasets, bitsandbytes, unsloth, peft, pytest…),
-#   stripped to what runs on CUDA 13, plus the embedded SmolLM2's tokenizer and config (no weights:
-#   the GPU tests and the bench build random models with it). Copy or carry the project folder with
-#   .gpu_kit/ in it to the GPU machine.
-# run: installs the kit without network into a temporary folder, prints `lowres env`, runs
-#   `pytest -m gpu`, then `lowres bench --backend both` (Qwen2.5-1.5B's shape, random weights), then
-#   benchmarks/grpo_step.py (lowres's GRPO step against plain TRL's, same shape). Writes gpu_check.log,
-#   gpu_tests.xml, bench.json, grpo_step.json and gpu_check.json (each phase's exit code and time).
-#   PHASE… picks some of: gpu-tests bench grpo-step (default: all). Each phase has its own time
-#   limit; the whole run fits in 10 minutes on one H100.
+# prepare: downloads wheels of the pinned versions of what the GPU machine lacks (trl, datasets, multiprocess,
+#   bitsandbytes, unsloth, peft, pytest…) into .gpu_kit/ (ignored by git, at most 40 MiB), stripped to what runs on
+#   CUDA 13, plus the embedded SmolLM2's tokenizer and config (no weights: the GPU tests and the bench build random
+#   models with them). Then checks the kit's closure (benchmarks/kit_closure.py): every requirement of every wheel is
+#   in the kit, preinstalled on the GPU machine (benchmarks/gpu_machine_packages.txt), or left out on purpose with its
+#   reason (benchmarks/kit_omissions.txt). Carry .gpu_kit/ to the GPU machine with the checkout.
+# rehearse: builds .gpu_rehearsal/venv, a copy of the GPU machine's Python (3.12, torch 2.11.0 from PyPI — the CUDA
+#   build, with triton — transformers 5.17.0, accelerate 1.15.0 and the preinstalled packages the kit relies on),
+#   installs the kit exactly as `run` does, and runs every phase with CPU stand-ins: preflight expecting no GPU and
+#   Unsloth's own no-GPU error, `lowres env`, the backend parity check (Unsloth forced onto its GPU import path), the
+#   GPU tests' collection, `lowres bench --model-config tiny --backend transformers` and benchmarks/grpo_step.py
+#   --model-config tiny. Any other error fails it. Needs python3.12 (or REHEARSE_PYTHON=/path/to/python3.12).
+# run: installs the kit into a temporary folder (no network), then the phases below, each with a time limit; each
+#   phase's record (exit code, seconds, limit) is appended to gpu_check.json as it ends, so a call cut short keeps
+#   what it measured. PHASE… picks some of: preflight env parity bench gpu-tests grpo-step extra-tests. The phases
+#   do not fit one device call of 480 s; two calls do: `run` (preflight parity bench: 480 s of limits) and
+#   `run gpu-tests grpo-step` (480 s); `run env extra-tests` (the fp16 and leak GPU tests) is a third.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 KIT=.gpu_kit
 MAX_KIT_MIB=40
+REHEARSAL=.gpu_rehearsal
 
 # The versions pyproject.toml and the README name for a GPU install, for CPython 3.12 on x86-64 Linux.
 PINNED=(
-  trl==1.15.0 peft==0.21.2 accelerate==1.15.0 datasets==4.8.5 dill==0.4.1
+  trl==1.15.0 peft==0.21.2 accelerate==1.15.0 datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19
   bitsandbytes==0.50.2 unsloth==2026.10.9 unsloth_zoo==2026.10.9
   cut_cross_entropy==25.1.1 tyro==1.0.17 docstring_parser shtab typeguard msgspec structlog json5 nest_asyncio
   hf_transfer torchao==0.18.0 math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
   pytest pluggy iniconfig
 )
+# The GPU machine's own versions of what the kit runs on (the device tool's KINDS.md).
+MACHINE=(torch==2.11.0 torchvision==0.26.0 transformers==5.17.0 accelerate==1.15.0 numpy==2.5.2 safetensors==0.8.0
+         tokenizers==0.23.2 huggingface_hub==1.33.0)
 
 prepare() {
   rm -rf "$KIT" && mkdir -p "$KIT/wheels" "$KIT/embedded"
@@ -39,13 +50,14 @@ prepare() {
   echo "downloading ${#PINNED[@]} wheels for CPython 3.12"
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${plat[@]}" -d "$raw" "${PINNED[@]}" || { echo "prepare: pip download failed" >&2; return 1; }
-  # bitsandbytes ships a library per CUDA version (keep CUDA 13's and the CPU one); unsloth ships a web
-  # app (Studio) that training never imports.
+  # bitsandbytes ships a library per CUDA version (keep CUDA 13's and the CPU one); unsloth ships a web app
+  # (Studio) that training never imports; torchao ships a top-level test/ package that would shadow the
+  # standard library's `test` on PYTHONPATH (desk check 2, K5).
   python3 - "$raw" "$KIT/wheels" <<'PY' || return 1
 import pathlib, re, sys, zipfile
 raw, dest = map(pathlib.Path, sys.argv[1:])
 drop = {"bitsandbytes": re.compile(r"bitsandbytes/libbitsandbytes_cuda(?!130)\d+\.so$"),
-        "unsloth": re.compile(r"^studio/")}
+        "unsloth": re.compile(r"^studio/"), "torchao": re.compile(r"^test/")}
 for wheel in sorted(raw.glob("*.whl")):
     pattern = drop.get(wheel.name.split("-")[0].lower())
     out = dest / wheel.name
@@ -80,61 +92,129 @@ PY
     echo "prepare: $KIT is over $MAX_KIT_MIB MiB" >&2
     return 1
   fi
+  python3 benchmarks/kit_closure.py "$KIT/wheels" || { echo "prepare: the kit is not closed (see above)" >&2; return 1; }
 }
 
-# phase NAME SECONDS COMMAND…: run with a time limit, record exit code and duration.
+# phase NAME SECONDS COMMAND…: run with a time limit; its record goes to gpu_check.json at once.
 PHASES=()
 phase() {
   local name=$1 limit=$2
   shift 2
   echo "=== $name (limit ${limit} s): $*"
   local started=$SECONDS
-  timeout --signal=INT --kill-after=20 "$limit" "$@"
+  timeout --signal=INT --kill-after=10 "$limit" "$@"
   local code=$?
   local took=$((SECONDS - started))
   [ "$code" = 124 ] && echo "=== $name: timed out after ${limit} s"
   echo "=== $name: exit $code in ${took} s"
   PHASES+=("{\"phase\": \"$name\", \"exit_code\": $code, \"seconds\": $took, \"limit\": $limit}")
+  local joined
+  joined=$(IFS=,; echo "${PHASES[*]}")
+  echo "{\"mode\": \"$MODE\", \"phases\": [$joined]}" > "$OUT_DIR/gpu_check.json"
+}
+
+# install_kit: the kit into a fresh folder, importable by every process of the phases (PYTHONPATH), exactly as
+# on the GPU machine: no index, no dependencies resolved, no compile.
+install_kit() {
+  local site
+  site=$(mktemp -d)/site
+  phase install 30 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
+    "$KIT"/wheels/*.whl
+  export PYTHONPATH="$site:$PWD" LOWRES_HOME="$site/../lowres_home"
+  export UNSLOTH_COMPILE_LOCATION="$LOWRES_HOME/unsloth_compiled_cache"
+  mkdir -p "$LOWRES_HOME/models" && cp -r "$KIT/embedded/smollm2-135m" "$LOWRES_HOME/models/"
+  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+}
+
+finish() {
+  echo "results → $OUT_DIR (gpu_check.log, gpu_check.json, and each phase's own files)"
+  for p in "${PHASES[@]}"; do case $p in *'"exit_code": 0,'*) ;; *) return 1 ;; esac; done
+  echo "every phase passed"
 }
 
 run() {
-  local out=${OUT:-./gpu_check_out}
-  mkdir -p "$out"
-  exec > >(tee -a "$out/gpu_check.log") 2>&1
+  MODE=gpu OUT_DIR=${OUT:-./gpu_check_out}
+  mkdir -p "$OUT_DIR"
+  exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
   if [ ! -d "$KIT/wheels" ]; then
     echo "run: no $KIT here; run 'bash benchmarks/gpu_check.sh prepare' on a machine with network first" >&2
     return 2
   fi
-  local site
-  site=$(mktemp -d)/site
-  phase install 90 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
-    "$KIT"/wheels/*.whl
-  export PYTHONPATH="$site:$PWD" LOWRES_HOME="$site/../lowres_home"
-  mkdir -p "$LOWRES_HOME/models" && cp -r "$KIT/embedded/smollm2-135m" "$LOWRES_HOME/models/"
-  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-  phase env 45 python3 -m lowres env
-  local wanted=" ${*:-gpu-tests bench grpo-step} "
-  [[ $wanted == *" gpu-tests "* ]] && phase gpu-tests 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu \
-    --junitxml "$out/gpu_tests.xml"
-  # Speed and memory, Unsloth against transformers+PEFT: the demo's recipe (4-bit warmup, GRPO on
-  # kk_easy, both offline) on a randomly initialised model of Qwen2.5-1.5B's shape.
-  [[ $wanted == *" bench "* ]] && phase bench 180 python3 -m lowres bench demo --model-config qwen2.5-1.5b \
-    --backend both --steps 3 --stages warmup,rlvr --set warmup.load_in_4bit=true \
-    --set rlvr.max_completion_length=256 --json "$out/bench.json"
-  # lowres's GRPO step against plain TRL's on the same shape. A random model never ends a completion and
-  # its task reward is always 0, so a hashed reward gives every group variance: no row is skipped.
-  [[ $wanted == *" grpo-step "* ]] && phase grpo-step 300 python3 benchmarks/grpo_step.py --device cuda \
-    --model-config qwen2.5-1.5b --reward varied --steps 3 --json "$out/grpo_step.json"
-  local joined
-  joined=$(IFS=,; echo "${PHASES[*]}")
-  echo "{\"phases\": [$joined]}" > "$out/gpu_check.json"
-  echo "results → $out (gpu_check.log, gpu_tests.xml, bench.json, gpu_check.json)"
-  for p in "${PHASES[@]}"; do case $p in *'"exit_code": 0,'*) ;; *) return 1 ;; esac; done
+  install_kit
+  # Limits from the first run on an H200 (2026-12-04): a stage process that imports and compiles Unsloth takes
+  # ~80 s, one on transformers ~40 s; imports are slow at first because the kit is installed without .pyc files.
+  local wanted=" ${*:-preflight parity bench} "
+  [[ $wanted == *" preflight "* ]] && phase preflight 90 python3 benchmarks/gpu_preflight.py --expect gpu
+  [[ $wanted == *" env "* ]] && phase env 60 python3 -m lowres env
+  [[ $wanted == *" parity "* ]] && phase parity 90 python3 benchmarks/backend_parity.py
+  # Speed and memory, Unsloth against transformers+PEFT: the demo's recipe (4-bit warmup, GRPO on kk_easy, both
+  # offline) on a randomly initialised model of Qwen2.5-0.5B's shape, one timed step each.
+  [[ $wanted == *" bench "* ]] && phase bench 300 python3 -m lowres bench demo --model-config qwen2.5-0.5b \
+    --backend both --steps 1 --stages warmup,rlvr --set warmup.load_in_4bit=true \
+    --set rlvr.max_completion_length=128 --json "$OUT_DIR/bench.json"
+  # The 4-bit warmup, merge and GRPO steps on both backends, and the greedy decode (tests/gpu); the fp16 and
+  # leak tests are extra-tests.
+  [[ $wanted == *" gpu-tests "* ]] && phase gpu-tests 360 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu \
+    -k "not fp16 and not leak" --junitxml "$OUT_DIR/gpu_tests.xml"
+  # lowres's GRPO step against plain TRL's on the same shape. A random model never ends a completion and its task
+  # reward is always 0, so a hashed reward gives every group variance: no row is skipped.
+  [[ $wanted == *" grpo-step "* ]] && phase grpo-step 120 python3 benchmarks/grpo_step.py --device cuda \
+    --model-config qwen2.5-0.5b --reward varied --steps 1 --tokens 128 --json "$OUT_DIR/grpo_step.json"
+  [[ $wanted == *" extra-tests "* ]] && phase extra-tests 300 python3 -m pytest -m gpu -q -p no:cacheprovider \
+    tests/gpu -k "fp16 or leak" --junitxml "$OUT_DIR/gpu_extra_tests.xml"
+  finish
+}
+
+# A Python 3.12 for the rehearsal's copy of the GPU machine.
+python312() {
+  local candidate
+  for candidate in "${REHEARSE_PYTHON:-}" python3.12; do
+    [ -n "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
+      && { echo "$candidate"; return 0; }
+  done
+  echo "rehearse: needs Python 3.12 (the GPU machine's); set REHEARSE_PYTHON=/path/to/python3.12" >&2
+  return 1
+}
+
+rehearse() {
+  MODE=rehearsal OUT_DIR=${OUT:-./gpu_check_out}/rehearsal
+  mkdir -p "$OUT_DIR"
+  exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
+  [ -d "$KIT/wheels" ] || prepare || return 1
+  python3 benchmarks/kit_closure.py "$KIT/wheels" || return 1
+  local relied_on py stamp
+  relied_on=$(python3 benchmarks/kit_closure.py "$KIT/wheels" --needed-preinstalled) || return 1
+  py=$(python312) || return 1
+  # The GPU machine's stack, and what the kit relies on it for; lowres's own imports (click, rich, pyyaml, sympy,
+  # matplotlib) are preinstalled there too. Rebuilt only when this list changes.
+  stamp="${MACHINE[*]} $relied_on click rich pyyaml sympy matplotlib pytest"
+  if [ "$(cat "$REHEARSAL/stamp" 2>/dev/null)" != "$stamp" ]; then
+    echo "building $REHEARSAL/venv (a copy of the GPU machine's Python; torch's CUDA build is a few GB)"
+    rm -rf "$REHEARSAL" && "$py" -m venv "$REHEARSAL/venv" || return 1
+    # shellcheck disable=SC2086
+    "$REHEARSAL/venv/bin/python" -m pip install -q "${MACHINE[@]}" $relied_on click rich pyyaml sympy matplotlib \
+      pytest || { echo "rehearse: could not build the venv" >&2; return 1; }
+    echo "$stamp" > "$REHEARSAL/stamp"
+  fi
+  export PATH="$PWD/$REHEARSAL/venv/bin:$PATH"  # python3 is the copy's from here on, as on the GPU machine
+  install_kit
+  phase preflight 240 python3 benchmarks/gpu_preflight.py --expect cpu
+  phase env 120 python3 -m lowres env
+  phase parity 180 python3 benchmarks/backend_parity.py
+  phase gpu-tests 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu --collect-only
+  phase bench 600 python3 -m lowres bench demo --model-config tiny --backend transformers --steps 1 \
+    --stages warmup,rlvr --set warmup.load_in_4bit=true --set rlvr.max_completion_length=16 \
+    --set data.warmup.n_puzzles=8 --set rlvr.num_generations=4 --set rlvr.per_device_train_batch_size=4 \
+    --json "$OUT_DIR/bench.json"
+  phase grpo-step 300 python3 benchmarks/grpo_step.py --device cpu --model-config tiny --reward varied --steps 1 \
+    --prompts 2 --generations 2 --micro-batch 4 --tokens 16 --json "$OUT_DIR/grpo_step.json"
+  finish
 }
 
 case ${1:-} in
   prepare) prepare ;;
+  rehearse) rehearse ;;
   run) shift; run "$@" ;;
-  *) echo "usage: bash benchmarks/gpu_check.sh prepare|run" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/gpu_check.sh prepare|rehearse|run [PHASE…]" >&2; exit 2 ;;
 esac

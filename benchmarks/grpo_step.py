@@ -103,7 +103,7 @@ def build(args):
     ])
     checkpointing = hw.device != "cpu" and uses_gradient_checkpointing(hw)  # as lowres rlvr decides
     models = [load_trainable(model_ref, hw, recipe.rlvr.lora, load_in_4bit=False, max_seq_length=4096,
-                             seed=0, gradient_checkpointing=checkpointing, for_rlvr=True) for _ in range(2)]
+                             seed=0, gradient_checkpointing=checkpointing) for _ in range(2)]
     return hw, recipe, models, checkpointing, matmul_gflops, torch
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lowres.errors import OutOfMemory, UserError
 from lowres.estimate import KNOWN_SHAPES
-from lowres.launch import StageFailed, run_stage
+from lowres.launch import INTERRUPTED, StageFailed, run_stage
 from lowres.recipe import STAGES, TRAINING_STAGES, Recipe, dump_recipe, recipe_from_dict
 from lowres.ui import console
 
@@ -56,7 +56,7 @@ NOT_FIT_HINTS = {
 class StageFigures:
     backend: str
     stage: str
-    status: str = "ok"                          # ok | does not fit
+    status: str = "ok"                          # ok | does not fit | crashed
     wall_seconds: float | None = None           # the cut stage, start to end of its process
     steps_timed: int = 0
     step_seconds: float | None = None           # median over the timed steps
@@ -102,9 +102,15 @@ def random_model(config_name: str) -> Path:
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    with console.status(f"building a random {config_name} model"), \
-            torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    # Built in bf16 on the CPU: the stages load it themselves, and a model built on the GPU would keep the
+    # conductor's share of GPU memory reserved while they run (and a 7B in fp32 would not fit at all).
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with console.status(f"building a random {config_name} model"), torch.device("cpu"):
+            model = Qwen2ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
@@ -227,9 +233,11 @@ def _eval_stage(cut: Recipe, real: Recipe, backend: str, model_ref: str, out: Pa
     return row
 
 
-def bench_backend(recipe: Recipe, backend: str, steps: int, stages: list[str], workdir: Path) -> list[StageFigures]:
+def bench_backend(recipe: Recipe, backend: str, steps: int, stages: list[str], workdir: Path,
+                  on_row=lambda row: None) -> list[StageFigures]:
     """Measure each of `stages` for one backend; a stage that runs out of GPU memory is reported as
-    not fitting, and what depends on it is skipped."""
+    not fitting, one whose process fails otherwise as crashed, and what depends on it is skipped.
+    `on_row` sees each row as it is measured."""
     cut = cut_recipe(recipe, backend, steps, workdir)
     cut.run_dir.mkdir(parents=True, exist_ok=True)
     resolved = (cut.run_dir / "recipe.yaml").resolve()
@@ -242,21 +250,25 @@ def bench_backend(recipe: Recipe, backend: str, steps: int, stages: list[str], w
             continue
         try:
             if stage in TRAINING_STAGES:
-                rows.append(_training_stage(cut, recipe, backend, stage, resolved, base, run_dir / stage))
+                row = _training_stage(cut, recipe, backend, stage, resolved, base, run_dir / stage)
             elif stage == "merge":
                 row = StageFigures(backend, "merge", steps_in_recipe=1)
                 row.wall_seconds = row.extrapolated_seconds = round(_timed(f"bench merge ({backend})", [
                     "merge", "--base", base, "--adapter", str(run_dir / "warmup" / "adapter"),
                     "--out", str(run_dir / "merge"), "--dtype", recipe.model.dtype]), 1)
                 shutil.rmtree(run_dir / "merge", ignore_errors=True)  # a whole model: do not keep it
-                rows.append(row)
-            elif stage == "eval":
-                rows.append(_eval_stage(cut, recipe, backend, base, run_dir / "eval"))
+            else:
+                row = _eval_stage(cut, recipe, backend, base, run_dir / "eval")
         except StageFailed as failed:
-            if failed.exit_code != OutOfMemory.exit_code:
+            if failed.exit_code == INTERRUPTED:  # Ctrl-C (or a time limit) stops the whole bench
                 raise
-            rows.append(StageFigures(backend, stage, status="does not fit",
-                                     note=f"out of GPU memory; {NOT_FIT_HINTS[stage]}{_static_need(cut, stage)}"))
+            if failed.exit_code == OutOfMemory.exit_code:
+                row = StageFigures(backend, stage, status="does not fit",
+                                   note=f"out of GPU memory; {NOT_FIT_HINTS[stage]}{_static_need(cut, stage)}")
+            else:  # recorded, so that the other stages and the other backend are still measured
+                row = StageFigures(backend, stage, status="crashed", note=str(failed))
+        rows.append(row)
+        on_row(row)
     return rows
 
 
@@ -281,8 +293,9 @@ def backends_for(choice: str) -> list[str]:
 
 
 def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, backend: str = "auto",
-          model_config: str | None = None, workdir: Path | None = None) -> dict:
-    """Run the measurements; returns the report (what `--json` writes)."""
+          model_config: str | None = None, workdir: Path | None = None, on_report=lambda report: None) -> dict:
+    """Run the measurements; returns the report (what `--json` writes). `on_report` sees the report so far
+    after each stage, so a run cut short keeps what it measured."""
     from lowres import __version__
     from lowres.fingerprint import stage_fingerprints
     from lowres.hardware import detect, package_versions
@@ -300,32 +313,40 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
         recipe = recipe_from_dict(recipe.to_dict(), recipe.source,
                                   [f"model.name_or_path={random_model(model_config)}"])
     hw = detect(recipe.model.dtype)
-    own_workdir = workdir is None
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="lowres-bench-"))
-    try:
-        rows = bench_backend(recipe, backends[0], steps, stages, workdir / backends[0])
-        # Merge and evaluation do not use the training backend: measured once, shown for each.
-        shared = [r for r in rows if r.stage in ("merge", "eval")]
-        for other in backends[1:]:
-            rows += bench_backend(recipe, other, steps, [s for s in stages if s in TRAINING_STAGES],
-                                  workdir / other)
-            rows += [dataclasses.replace(r, backend=other) for r in shared]
-    finally:
-        if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-    totals = {}
-    for b in backends:
-        mine = [r for r in rows if r.backend == b]
-        fits = all(r.status == "ok" for r in mine) and all(r.extrapolated_seconds is not None for r in mine)
-        totals[b] = round(sum(r.extrapolated_seconds for r in mine), 1) if fits else None
-    return {
+    report = {
         "lowres": __version__, "recipe": recipe.name, "source": recipe.source, "model": recipe.model.name_or_path,
         "model_config": model_config, "fingerprints": stage_fingerprints(recipe), "steps_timed": steps,
         "hardware": {"device": hw.device, "gpu": hw.gpu_name, "vram_gib": hw.vram_gb, "dtype": hw.dtype,
                      "matmul_fp32_gflops": round(matmul_gflops(), 1)},
-        "versions": package_versions(), "stages": [dataclasses.asdict(r) for r in rows],
-        "extrapolated_recipe_seconds": totals,
+        "versions": package_versions(), "stages": [], "extrapolated_recipe_seconds": {},
     }
+    rows: list[StageFigures] = []
+
+    def measured(row: StageFigures) -> None:
+        rows.append(row)
+        report["stages"] = [dataclasses.asdict(r) for r in rows]
+        on_report(report)
+
+    own_workdir = workdir is None
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="lowres-bench-"))
+    try:
+        first = bench_backend(recipe, backends[0], steps, stages, workdir / backends[0], measured)
+        # Merge and evaluation do not use the training backend: measured once, shown for each.
+        shared = [r for r in first if r.stage in ("merge", "eval")]
+        for other in backends[1:]:
+            bench_backend(recipe, other, steps, [s for s in stages if s in TRAINING_STAGES], workdir / other,
+                          measured)
+            for row in shared:
+                measured(dataclasses.replace(row, backend=other))
+    finally:
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for b in backends:
+        mine = [r for r in rows if r.backend == b]
+        fits = all(r.status == "ok" for r in mine) and all(r.extrapolated_seconds is not None for r in mine)
+        report["extrapolated_recipe_seconds"][b] = round(sum(r.extrapolated_seconds for r in mine), 1) if fits else None
+    on_report(report)
+    return report
 
 
 def _minutes(seconds: float | None) -> str:
@@ -364,7 +385,7 @@ def summary_lines(report: dict) -> list[str]:
     lines = []
     for r in report["stages"]:
         if r["status"] != "ok":
-            lines.append(f"[red]{r['backend']} {r['stage']}: does not fit[/red] — {r['note']}")
+            lines.append(f"[red]{r['backend']} {r['stage']}: {r['status']}[/red] — {r['note']}")
     for backend, total in report["extrapolated_recipe_seconds"].items():
         if total is not None:
             lines.append(f"whole recipe on {backend}: ≈ {_minutes(total)} here")

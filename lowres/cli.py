@@ -154,7 +154,9 @@ def _stage_args(command: list[str], overrides: tuple[str, ...], num_processes: i
 @cli.command()
 def env() -> None:
     """Show the hardware, and which backend and dtype lowres would use and why."""
-    from lowres.hardware import detect, package_versions
+    from rich.markup import escape
+
+    from lowres.hardware import detect, package_versions, unsloth_import_problem, versions_outside_tested_ranges
 
     hw = detect()
     table = Table(title="lowres env", show_header=False, title_justify="left")
@@ -167,7 +169,14 @@ def env() -> None:
     if hw.gpu_name:
         table.add_row("GPU", f"{hw.gpu_name}, {hw.vram_gb:.1f} GiB")
     table.add_row("bf16 supported", "yes" if hw.bf16_supported else "no")
-    table.add_row("backend", hw.backend)
+    # Installed is not usable: Unsloth is tried in a child process (importing it here would patch this one).
+    problem = unsloth_import_problem() if hw.backend == "unsloth" else None
+    if problem:
+        table.add_row("backend", f"[red]unsloth does not import: {escape(problem)}[/red]\ntraining stops with this "
+                      "error; repair it with pip install 'lowres[gpu]', or set model.backend: transformers")
+        hw.reasons[0] = "backend unsloth: CUDA GPU and unsloth installed, but it does not import"
+    else:
+        table.add_row("backend", hw.backend + (" (imports)" if hw.backend == "unsloth" else ""))
     table.add_row("dtype", hw.dtype)
     table.add_row("why", "\n".join(hw.reasons))
     from lowres.hardware import MULTI_PROCESS_BACKEND
@@ -175,11 +184,20 @@ def env() -> None:
     gpus = torch.cuda.device_count()
     table.add_row("several processes", f"--num-processes N (up to {gpus}, one per GPU): {MULTI_PROCESS_BACKEND}"
                   if gpus else f"--num-processes N splits the CPU cores; {MULTI_PROCESS_BACKEND}")
-    for name, version in package_versions().items():
+    versions = package_versions()
+    outside = versions_outside_tested_ranges(versions)
+    for name, version in versions.items():
         if name == "torch":
             continue  # shown above with its CUDA version
-        table.add_row(name, version or "[dim]not installed[/dim]")
+        shown = version or "[dim]not installed[/dim]"
+        if name in outside:
+            shown += f" [yellow](tested: {outside[name][1]})[/yellow]"
+        table.add_row(name, shown)
     console.print(table)
+    if outside:
+        pins = " ".join(f"'{name}{spec}'" for name, (_, spec) in outside.items())
+        console.print(f"[yellow]outside the tested versions: {', '.join(f'{n} {v}' for n, (v, _) in outside.items())}"
+                      f"; to match them: pip install {pins}[/yellow]")
 
 
 # ---------------------------------------------------------------- recipes
@@ -717,13 +735,19 @@ def bench(recipe_file, overrides, steps, stages, backend, model_config, json_pat
     if json_path is not None:
         output_file(json_path, "figures file")
     chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-    report = b.bench(recipe, steps=steps, stages=chosen, backend=backend, model_config=model_config)
+
+    def keep(report: dict) -> None:  # after every stage: a bench cut short keeps what it measured
+        if json_path is not None:
+            json_path.write_text(json.dumps(report, indent=2))
+
+    report = b.bench(recipe, steps=steps, stages=chosen, backend=backend, model_config=model_config, on_report=keep)
     console.print(b.report_table(report))
     for line in b.summary_lines(report):
         console.print(line)
     if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2))
         console.print(f"figures → {json_path}")
+    if any(r["status"] == "crashed" for r in report["stages"]):
+        raise click.exceptions.Exit(1)  # the rest's figures are shown and kept; the crash is a bug to look at
 
 
 

@@ -84,9 +84,91 @@ def import_unsloth_first(requested_backend: str = "auto", processes: int = 1) ->
         return True
     if requested_backend == "transformers" or processes > 1 or not (torch.cuda.is_available() and unsloth_installed()):
         return False
-    import unsloth  # noqa: F401
-
+    keep_unsloth_cache_in_lowres_home()
+    try:
+        import unsloth  # noqa: F401
+    except Exception as e:  # a broken install (a missing dependency, a version guard): one line, not a traceback
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"unsloth is installed but does not import ({type(e).__name__}: {first}); repair it with "
+                        "pip install 'lowres[gpu]', or set model.backend: transformers") from None
     return True
+
+
+def keep_unsloth_cache_in_lowres_home() -> None:
+    """Unsloth writes the trainer sources it generates to ./unsloth_compiled_cache (the user's working folder)
+    unless told otherwise: keep them under $LOWRES_HOME instead. Call before `import unsloth`."""
+    import os
+
+    from lowres.models import lowres_home
+
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(lowres_home() / "unsloth_compiled_cache"))
+
+
+def unsloth_import_problem(timeout: float = 300) -> str | None:
+    """Why `import unsloth` fails, tried in a child process (it patches transformers, trl and peft for good,
+    and takes 10-30 s), or None when it imports."""
+    import subprocess
+
+    keep_unsloth_cache_in_lowres_home()
+    try:
+        done = subprocess.run([sys.executable, "-c", "import unsloth"], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"import unsloth took over {timeout:.0f} s"
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {done.returncode}"
+
+
+def tested_ranges() -> dict[str, str]:
+    """The version ranges lowres is tested with (pyproject.toml's dependencies and its gpu and vllm extras), by
+    package name: from the installed package's metadata, or the checkout's pyproject.toml."""
+    from packaging.requirements import Requirement
+
+    try:
+        lines = importlib.metadata.requires("lowres") or []
+    except importlib.metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        if not pyproject.is_file():
+            return {}
+        project = tomllib.loads(pyproject.read_text())["project"]
+        lines = [*project["dependencies"], *project["optional-dependencies"].get("gpu", []),
+                 *project["optional-dependencies"].get("vllm", [])]
+    ranges = {}
+    for line in lines:
+        req = Requirement(line)
+        extra_only = req.marker is not None and "extra" in str(req.marker)
+        if extra_only and not any(f'extra == "{e}"' in str(req.marker) for e in ("gpu", "vllm")):
+            continue
+        if str(req.specifier):  # lower bounds first, as people write them
+            ranges[_normalise(req.name)] = ",".join(sorted(map(str, req.specifier), key=lambda s: s[0] != ">"))
+    return ranges
+
+
+def _normalise(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def versions_outside_tested_ranges(versions: dict[str, str | None]) -> dict[str, tuple[str, str]]:
+    """Installed packages whose version lies outside lowres's tested range: name -> (version, range)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    ranges, outside = tested_ranges(), {}
+    for name, version in versions.items():
+        spec = ranges.get(_normalise(name))
+        if version is None or spec is None:
+            continue
+        try:
+            ok = Version(version) in SpecifierSet(spec, prereleases=True)
+        except InvalidVersion:
+            continue
+        if not ok:
+            outside[name] = (version, spec)
+    return outside
 
 
 # Why several processes train with transformers+PEFT (`lowres env` and the plan say it).

@@ -80,6 +80,29 @@ def _check_spec_tasks(recipe: Recipe) -> None:
                 raise _blame(recipe, f"tasks.{name}.{key}", str(e)) from None
 
 
+def _check_backend_settings(recipe: Recipe) -> None:
+    """Settings the training backend this machine gives the recipe cannot honour: refused now, in one line,
+    rather than silently ignored (the unsloth backend) or failing at the first optimizer step (8-bit
+    optimizers without CUDA)."""
+    from lowres.hardware import detect
+    from lowres.recipe import CUDA_ONLY_OPTIMIZERS
+
+    training = [s for s in ("warmup", "rlvr") if s in recipe.stages]  # (rlvr-no-warmup needs rlvr)
+    if not training:
+        return
+    hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
+    for stage in training:
+        optim = getattr(recipe, stage).optim
+        if optim in CUDA_ONLY_OPTIMIZERS and hw.device != "cuda":
+            raise _blame(recipe, f"{stage}.optim", f"{optim} is bitsandbytes' 8-bit optimizer and needs a CUDA GPU; "
+                         f"this machine trains on {hw.device} (use adamw_torch_fused)")
+    if hw.backend == "unsloth" and "rlvr" in training:
+        for key in ("rollout_dtype", "loss_dtype"):
+            if getattr(recipe.rlvr, key) == "bf16":
+                raise _blame(recipe, f"rlvr.{key}", "bf16 applies to lowres's own GRPO loop (transformers backend); "
+                             "Unsloth's trainer ignores it: set auto, or model.backend: transformers")
+
+
 def check_recipe(recipe: Recipe) -> None:
     """Raise a one-line RecipeError for the first thing in `recipe` that cannot work."""
     stages = recipe.stages
@@ -121,6 +144,7 @@ def check_recipe(recipe: Recipe) -> None:
         if tracker in recipe.output.report_to and not any(importlib.util.find_spec(m) for m in modules):
             raise _blame(recipe, "output.report_to", f"{tracker} is not installed: pip install {install} "
                                                       "(or remove it from report_to)")
+    _check_backend_settings(recipe)
     try:
         output_folder(recipe.run_dir, "run folder", create=False)
     except UserError as e:

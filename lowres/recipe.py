@@ -29,6 +29,9 @@ STAGES = ("warmup", "merge", "rlvr", "rlvr-no-warmup", "eval")
 TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup")
 # rlvr-no-warmup: the same GRPO as rlvr, from the base model (the paper's no-warmup baseline), side by side
 REQUIRED = object()  # sentinel default: the key must be given in the recipe
+# Optimizers a recipe may name (transformers' names). The 8-bit ones are bitsandbytes' and need CUDA.
+CUDA_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
+Optimizer = Literal["adamw_torch_fused", "adamw_torch", "adamw_8bit", "paged_adamw_8bit"]
 
 
 class RecipeError(UserError):
@@ -133,8 +136,11 @@ class WarmupSection:
     per_device_train_batch_size: int = _f(1, min=1)
     gradient_accumulation_steps: int = _f(8, min=1)
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = _f("cosine")
-    warmup_ratio: float = _f(0.05, min=0.0, max=0.5)
+    warmup_ratio: float = _f(0.05, min=0.0, max=0.5, help="share of the steps over which the learning rate "
+                             "rises from 0")
     weight_decay: float = _f(0.0, min=0.0)
+    optim: Optimizer = _f("adamw_torch_fused", help="optimizer, on both backends (Unsloth's own default, "
+                          "adamw_8bit, is never applied silently); the 8-bit ones need a CUDA GPU")
     packing: bool = _f(False)
     loss_dtype: Literal["auto", "model", "bf16"] = _f(
         "auto", help="dtype the forward and backward compute in (autocast) when the model is fp32; the LoRA "
@@ -178,7 +184,16 @@ class RLVRSection:
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = _f("dapo")
     scale_rewards: Literal["group", "batch", "none"] = _f("group")
     epsilon: float = _f(0.2, min=0.0, min_exclusive=True)
-    epsilon_high: float | None = _f(None, min=0.0, help="DAPO clip-higher; None: same as epsilon")
+    epsilon_high: float | None = _f(None, min=0.0, help="DAPO clip-higher (the paper: 0.28); None: same as epsilon")
+    mask_truncated_completions: bool = _f(
+        False, help="leave completions cut at max_completion_length out of the loss (DAPO); when every "
+        "completion of a step is cut, the step then updates nothing")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = _f("linear")
+    warmup_ratio: float = _f(0.0, min=0.0, max=0.5, help="share of the steps over which the learning rate "
+                             "rises from 0")
+    weight_decay: float = _f(0.0, min=0.0)
+    optim: Optimizer = _f("adamw_torch_fused", help="optimizer, on both backends (Unsloth's own default, "
+                          "adamw_8bit, is never applied silently); the 8-bit ones need a CUDA GPU")
     num_iterations: int = _f(1, min=1)
     format_reward_weight: float = _f(0.0, min=0.0, help="weight of an extra format reward")
     zero_variance_groups: Literal["keep", "skip"] = _f(
@@ -195,6 +210,9 @@ class RLVRSection:
         "auto", help="where GRPO samples its completions. auto: a vLLM engine inside the training process where "
         "Unsloth and vLLM are installed, else lowres's own sampling loop; none: never vLLM; colocate: a vLLM "
         "engine inside each training process; server: a separate `trl vllm-serve` at vllm_server_host:port")
+    vllm_importance_sampling_correction: bool = _f(
+        True, help="with vLLM rollouts, reweight each token by how much likelier the trained model makes it "
+        "than the sampler did (TRL's truncated importance sampling)")
     vllm_server_host: str = _f("127.0.0.1", help="with vllm: server, where `trl vllm-serve` listens")
     vllm_server_port: int = _f(8000, min=1, max=65535)
     truncation_warn_fraction: float = _f(0.5, min=0.0, max=1.0)

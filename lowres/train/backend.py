@@ -16,17 +16,20 @@ import os
 import sys
 
 from lowres.errors import UserError
-from lowres.hardware import Hardware, training_device
+from lowres.hardware import Hardware, keep_unsloth_cache_in_lowres_home, training_device
 from lowres.models import resolve_model
 from lowres.recipe import LoraSection
 
 
 def prepare_backend(hw: Hardware) -> None:
-    """Import unsloth first when it is the backend; elsewhere make sure TRL has a log-prob kernel."""
+    """Import unsloth first when it is the backend; elsewhere make sure TRL has a log-prob kernel that
+    runs on this device."""
     if hw.backend != "unsloth":
         from lowres.train.compat import ensure_logprob_kernel
 
-        ensure_logprob_kernel()
+        ensure_logprob_kernel(on_cuda=hw.device == "cuda")
+        return
+    if "unsloth" in sys.modules:  # imported first already (it imports trl and peft itself)
         return
     late = [m for m in ("trl", "peft") if m in sys.modules]
     if late:
@@ -35,6 +38,7 @@ def prepare_backend(hw: Hardware) -> None:
 
         console.print(f"[yellow]unsloth imported after {', '.join(late)}; "
                       "some of its speed-ups may be missing[/yellow]")
+    keep_unsloth_cache_in_lowres_home()
     import unsloth  # noqa: F401
 
 

@@ -21,6 +21,15 @@ def precision_flags(hw: Hardware, autocast=None) -> dict[str, bool]:
     return {"bf16": hw.dtype == "bf16", "fp16": hw.dtype == "fp16"}
 
 
+def optimizer_args(section) -> dict:
+    """The optimizer and schedule a stage section (recipe.warmup, recipe.rlvr) asks for, passed to the trainer
+    config explicitly: Unsloth's config classes change the defaults of these (adamw_8bit, weight decay 0.001,
+    10% warmup), so a value left to the library would make the two backends train differently."""
+    return {"optim": section.optim, "weight_decay": section.weight_decay,
+            "lr_scheduler_type": section.lr_scheduler_type,
+            "warmup_steps": section.warmup_ratio}  # transformers 5 reads a value below 1 as a share of the steps
+
+
 def ddp_args(recipe) -> dict:
     """TrainingArguments for several processes (DDP): LoRA uses every trainable weight in every step, so
     DDP need not search the graph for unused ones (that search also breaks with gradient checkpointing);

@@ -1,13 +1,15 @@
 """Shims for gaps in the pinned stack on CPU machines.
 
-1. A pure-PyTorch stand-in for TRL's Triton log-prob kernel, for machines without Triton.
+1. A pure-PyTorch stand-in for TRL's Triton log-prob kernel, wherever that kernel cannot run.
 
 TRL 1.15's SFT and GRPO trainers compute per-token log-probabilities through a fused LM head whose
-kernel is written in Triton. Triton ships with PyTorch's CUDA builds only, so on a CPU-only install
-`trl.trainer.utils._ChunkedLogProbFunction` is None and the first training step fails. This module
+kernel is written in Triton, which runs on a GPU only. Two cases fail at the first training step: a
+CPU build of torch has no Triton (`trl.trainer.utils._ChunkedLogProbFunction` is None), and PyPI's
+default Linux torch — a CUDA build that brings Triton — on a machine without a GPU, where TRL keeps its
+kernel and Triton raises "0 active drivers". This module
 provides the same computation in PyTorch — what TRL's kernel computes, tile by tile, on a GPU — with a
 hand-written backward (autograd through the plain ops spent most of the time in elementwise passes
-over the [tokens, vocab] logits). It is installed only where Triton is missing.
+over the [tokens, vocab] logits). It is installed whenever training is not on a CUDA GPU.
 
 2. Resuming a multi-process CPU run: transformers loads the optimizer state onto `args.device`, which
 Accelerate makes `cpu:0` on several CPU processes, a location torch's loader does not know ("don't know
@@ -115,11 +117,13 @@ class _LogProbs(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
 
 
-def ensure_logprob_kernel() -> bool:
-    """Install the stand-in when TRL could not import its Triton kernel. True if installed."""
+def ensure_logprob_kernel(on_cuda: bool) -> bool:
+    """Install the stand-in unless TRL's Triton kernel can run: it imported and training is on a CUDA GPU
+    (`on_cuda`). True if installed."""
     import trl.trainer.utils as trl_utils
 
-    if getattr(trl_utils, "_ChunkedLogProbFunction", object()) is not None:
+    kernel = getattr(trl_utils, "_ChunkedLogProbFunction", None)
+    if kernel is TorchChunkedLogProb or (kernel is not None and on_cuda):
         return False
     trl_utils._ChunkedLogProbFunction = TorchChunkedLogProb
     return True

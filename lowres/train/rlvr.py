@@ -46,6 +46,7 @@ from lowres.train.common import (
     ddp_args,
     drop_default_printer,
     oom_guard,
+    optimizer_args,
     precision_flags,
     save_stage_output,
     tracking_args,
@@ -180,6 +181,11 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
                 out["num_items_in_batch"] = out["completion_mask"].sum()
             return out
 
+    if not lean_generation:
+        # The unsloth backend: Unsloth's compute_loss scores the batch itself and never calls _compute_loss,
+        # and its _get_per_token_logps_and_entropies takes other arguments; leave both to it (desk check 2,
+        # S2/S3). Zero-variance groups are still left out, through their completion mask above.
+        del LowresGRPOTrainer._compute_loss, LowresGRPOTrainer._get_per_token_logps_and_entropies
     return LowresGRPOTrainer
 
 
@@ -323,11 +329,18 @@ def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpoint
         output_dir=str(out_dir / "checkpoints"),
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
-        scale_rewards=cfg.scale_rewards, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+        scale_rewards=cfg.scale_rewards, epsilon=cfg.epsilon,
+        # Both set explicitly: for an explicit loss_type dapo, Unsloth's GRPOConfig turns unset ones into
+        # mask_truncated_completions=True and epsilon_high=0.28.
+        epsilon_high=cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high,
+        mask_truncated_completions=cfg.mask_truncated_completions, **optimizer_args(cfg),
         num_iterations=cfg.num_iterations,
+        vllm_importance_sampling_correction=cfg.vllm_importance_sampling_correction,  # Unsloth's default: off
+        router_aux_loss_coef=0.0,  # lowres trains dense models; Unsloth's default too
         reward_weights=[1.0, cfg.format_reward_weight] if cfg.format_reward_weight else None,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
         **tracking_args(recipe, "rlvr", out_dir), seed=recipe.seed, disable_tqdm=True,

@@ -17,7 +17,7 @@ from pathlib import Path
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import stage_fingerprints
-from lowres.hardware import detect, loss_dtype
+from lowres.hardware import Hardware, detect, loss_dtype
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe
 from lowres.tasks.base import r1_messages
@@ -28,6 +28,7 @@ from lowres.train.common import (
     ddp_args,
     drop_default_printer,
     oom_guard,
+    optimizer_args,
     precision_flags,
     save_stage_output,
     tracking_args,
@@ -61,6 +62,28 @@ def to_text_pairs(examples: list[dict], tokenizer, recipe: Recipe) -> tuple[list
             continue
         pairs.append({"prompt": prompt, "completion": completion})
     return pairs, dropped
+
+
+def sft_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpointing: bool, held_out: bool):
+    """The SFTConfig of the warmup stage; every setting that shapes the training is passed explicitly, so that
+    Unsloth's SFTConfig (whose defaults differ) trains the same thing as TRL's."""
+    from trl import SFTConfig
+
+    cfg = recipe.warmup
+    return SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, **optimizer_args(cfg), loss_type="nll",
+        max_length=recipe.model.max_seq_length, packing=cfg.packing, completion_only_loss=True,
+        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
+        eval_strategy="steps" if held_out else "no", eval_steps=cfg.save_steps if held_out else None,
+        **tracking_args(recipe, "warmup", out_dir), seed=recipe.seed, disable_tqdm=True,
+        include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
+        gradient_checkpointing=gradient_checkpointing, **precision_flags(hw, loss_dtype(cfg.loss_dtype, hw)),
+        **ddp_args(recipe),
+    )
 
 
 def _final_eval_loss(trainer) -> float:
@@ -103,25 +126,12 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
                       f"max_seq_length={recipe.model.max_seq_length} (raise it to keep them)[/yellow]")
 
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     random.Random(recipe.seed).shuffle(pairs)
     n_eval = int(len(pairs) * cfg.eval_fraction) if len(pairs) >= 20 else 0
     train, held_out = pairs[n_eval:], pairs[:n_eval]
-    args = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_length=recipe.model.max_seq_length, packing=cfg.packing, completion_only_loss=True,
-        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
-        eval_strategy="steps" if held_out else "no", eval_steps=cfg.save_steps if held_out else None,
-        **tracking_args(recipe, "warmup", out_dir), seed=recipe.seed, disable_tqdm=True,
-        include_num_input_tokens_seen=True, use_cpu=hw.device == "cpu", dataset_num_proc=None,
-        gradient_checkpointing=checkpointing, **precision_flags(hw, autocast), **ddp_args(recipe),
-    )
+    args = sft_config(recipe, hw, out_dir, checkpointing, held_out=bool(held_out))
     resume = resume_point(out_dir, "warmup", fingerprint, args)
     live = LiveView("warmup", ("loss", "eval_loss"))
     trainer = SFTTrainer(

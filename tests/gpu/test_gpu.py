@@ -3,9 +3,12 @@
 The model is a randomly initialised Qwen2.5-shaped model (4 layers of Qwen2.5-0.5B's width) built
 here from a config, with the embedded SmolLM2 tokenizer: nothing is downloaded. Each stage runs as
 `python -m lowres <stage>` in its own process, as `lowres run` runs it, once per backend. This pytest
-process itself never imports unsloth, so the in-process checks see the classes unpatched.
+process itself never imports unsloth (whether it is installed and imports is decided in a child process),
+so the in-process checks see the classes unpatched.
 """
 
+import functools
+import importlib.util
 import json
 import math
 import os
@@ -76,9 +79,23 @@ def lowres(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return done
 
 
+@functools.cache
+def unsloth_import_problem() -> str | None:
+    from lowres.hardware import unsloth_import_problem
+
+    return unsloth_import_problem()
+
+
 def needs(backend: str) -> None:
-    if backend == "unsloth":
-        pytest.importorskip("unsloth", reason="unsloth not installed (pip install 'lowres[gpu]')")
+    """Skip where the backend is not installed; fail where it is installed but broken. Decided without
+    importing Unsloth here (desk check 2, W1): the import is tried in a child process."""
+    if backend != "unsloth":
+        return
+    if importlib.util.find_spec("unsloth") is None:
+        pytest.skip("unsloth not installed (pip install 'lowres[gpu]')")
+    problem = unsloth_import_problem()
+    if problem:
+        pytest.fail(f"unsloth is installed but does not import: {problem}")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

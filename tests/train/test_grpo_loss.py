@@ -18,7 +18,7 @@ def trainer(tmp_path_factory):
     from lowres.train.compat import ensure_logprob_kernel
     from lowres.train.rlvr import _trainer_class
 
-    ensure_logprob_kernel()
+    ensure_logprob_kernel(on_cuda=False)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded:smollm2-135m"))
     tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(0)

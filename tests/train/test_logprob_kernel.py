@@ -101,3 +101,37 @@ def test_a_soft_capped_models_outputs_and_gradients_match_autograd(entropy_weigh
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
     for g, w in zip(got_grads, want_grads, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+class _TritonKernel:
+    """What TRL keeps where Triton imports (PyPI's CUDA torch) but no GPU is there: its first use fails."""
+
+    @staticmethod
+    def apply(*args, **kwargs):
+        raise RuntimeError("0 active drivers ([]). There should only be one.")
+
+
+@pytest.mark.parametrize("kernel", [None, _TritonKernel], ids=["no triton", "triton without a GPU"])
+def test_a_cpu_stage_trains_with_the_stand_in_whatever_torch_build(monkeypatch, kernel):
+    """C2 (desk check 2): on a machine without CUDA the stand-in replaces TRL's kernel even where Triton
+    imported; where a CUDA GPU trains, TRL's own kernel stays."""
+    import trl.trainer.utils as trl_utils
+
+    from lowres.hardware import Hardware
+    from lowres.train.backend import prepare_backend
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", kernel)
+    prepare_backend(Hardware("cpu", None, None, True, "transformers", "fp32"))
+    assert trl_utils._ChunkedLogProbFunction is compat.TorchChunkedLogProb
+    hidden, weight = torch.randn(5, 8), torch.randn(11, 8)
+    log_probs, *_ = trl_utils._ChunkedLogProbFunction.apply(hidden, weight, None, torch.arange(5), 1.0, 32768)
+    assert torch.allclose(log_probs, torch.log_softmax(hidden @ weight.T, -1)[torch.arange(5), torch.arange(5)],
+                          atol=1e-5)
+
+
+def test_a_cuda_stage_keeps_trls_kernel(monkeypatch):
+    import trl.trainer.utils as trl_utils
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", _TritonKernel)
+    assert compat.ensure_logprob_kernel(on_cuda=True) is False
+    assert trl_utils._ChunkedLogProbFunction is _TritonKernel
