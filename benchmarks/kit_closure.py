@@ -2,7 +2,8 @@
 
     python benchmarks/kit_closure.py .gpu_kit/wheels [--needed-preinstalled]
 
-Every non-extra `Requires-Dist` of every wheel in the folder, with its markers evaluated for CPython 3.12 on
+No wheel may install a top-level name of the standard library (the kit is first on PYTHONPATH). Every
+non-extra `Requires-Dist` of every wheel in the folder, with its markers evaluated for CPython 3.12 on
 x86-64 Linux, must be met by a wheel of the kit (name and version range), by a distribution the GPU machine
 has preinstalled (benchmarks/gpu_machine_packages.txt; its version range too, where the list knows the
 version), or be a deliberate omission listed with its reason in benchmarks/kit_omissions.txt. Anything else
@@ -30,6 +31,8 @@ HERE = Path(__file__).resolve().parent
 PREINSTALLED = HERE / "gpu_machine_packages.txt"
 OMISSIONS = HERE / "kit_omissions.txt"
 
+# Top-level names of the standard library (sys.stdlib_module_names leaves out its `test` package).
+STDLIB = set(sys.stdlib_module_names) | {"test"}
 # The GPU machine: CPython 3.12 on x86-64 Linux (its python3 is 3.12.3).
 TARGET = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.3",
           "implementation_name": "cpython", "platform_python_implementation": "CPython", "sys_platform": "linux",
@@ -55,11 +58,13 @@ def read_list(path: Path) -> dict[str, str]:
     return entries
 
 
-def wheel_metadata(wheel: Path) -> tuple[str, str, list[str]]:
+def wheel_metadata(wheel: Path) -> tuple[str, str, list[str], set[str]]:
+    """(name, version, Requires-Dist lines, top-level names it installs)."""
     with zipfile.ZipFile(wheel) as zf:
-        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        meta = Parser().parsestr(zf.read(name).decode("utf-8"))
-    return meta["Name"], meta["Version"], meta.get_all("Requires-Dist") or []
+        names = zf.namelist()
+        meta = Parser().parsestr(zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode("utf-8"))
+    top = {n.split("/", 1)[0].removesuffix(".py") for n in names if ".dist-info/" not in n and ".data/" not in n}
+    return meta["Name"], meta["Version"], meta.get_all("Requires-Dist") or [], top
 
 
 def applies(req: Requirement) -> bool:
@@ -71,12 +76,16 @@ def check(wheels: Path) -> tuple[list[str], list[str]]:
     """(problems, preinstalled requirements relied on)."""
     kit = {}
     requirements = []
+    problems, relied_on = [], set()
     for wheel in sorted(wheels.glob("*.whl")):
-        name, version, requires = wheel_metadata(wheel)
+        name, version, requires, top = wheel_metadata(wheel)
         kit[normalise(name)] = Version(version)
         requirements += [(name, Requirement(line)) for line in requires]
+        # The kit goes first on PYTHONPATH: a top-level name of the standard library would shadow it (torchao's
+        # test/ package did, desk check 2 K5).
+        problems += [f"{wheel.name} installs a top-level {shadow!r}, which would shadow the standard library's "
+                     "(strip it in prepare)" for shadow in sorted(top & STDLIB)]
     preinstalled, omitted = read_list(PREINSTALLED), read_list(OMISSIONS)
-    problems, relied_on = [], set()
     for needer, req in requirements:
         if not applies(req):
             continue

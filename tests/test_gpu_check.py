@@ -294,3 +294,142 @@ def test_an_interrupted_stage_stops_the_bench(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "matmul_gflops", lambda: 100.0)
     with pytest.raises(StageFailed):
         bench.bench(load_recipe(bundled_recipes()["demo"]), steps=1, stages=["warmup", "rlvr"], workdir=tmp_path)
+
+
+# ---------------------------------------------------------------- K1, K5: the kit proves its closure
+
+
+def fake_wheel(folder: Path, name: str, version: str, requires: list[str] = (), files: list[str] = ()) -> Path:
+    """A minimal, installable wheel: METADATA with Requires-Dist, WHEEL, RECORD and the given files."""
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    entries = {f"{info}/METADATA": "Metadata-Version: 2.1\nName: {}\nVersion: {}\n{}".format(
+                   name, version, "".join(f"Requires-Dist: {r}\n" for r in requires)),
+               f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+               **{path: "" for path in (files or [f"{name}/__init__.py"])}}
+    entries[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in [*entries, f"{info}/RECORD"])
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in entries.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+def closure(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "kit_closure.py"), str(folder)],
+                          capture_output=True, text=True)
+
+
+def test_the_kit_closure_check_finds_what_the_first_kit_lacked(tmp_path):
+    """K1: datasets needs multiprocess, which neither the first kit nor the GPU machine had."""
+    fake_wheel(tmp_path, "datasets", "4.8.5", ["multiprocess<0.70.20", "xxhash", "requests>=2.32.2",
+                                              'pandas; python_version >= "3.0"', 'zstandard; extra == "zstd"',
+                                              'pywin32; sys_platform == "win32"'])
+    done = closure(tmp_path)
+    assert done.returncode == 1
+    assert "datasets needs multiprocess<0.70.20: neither in the kit nor preinstalled" in done.stderr
+    assert "xxhash" not in done.stderr and "requests" not in done.stderr  # preinstalled on the GPU machine
+    assert "zstandard" not in done.stderr and "pywin32" not in done.stderr  # an extra; another platform
+    fake_wheel(tmp_path, "multiprocess", "0.70.17")
+    assert "datasets needs multiprocess<0.70.20; the kit has 0.70.17" not in closure(tmp_path).stderr
+    fake_wheel(tmp_path, "multiprocess", "0.70.20").rename(tmp_path / "x.whl")
+    (tmp_path / "multiprocess-0.70.17-py3-none-any.whl").unlink()
+    assert "needs multiprocess<0.70.20; the kit has 0.70.20" in closure(tmp_path).stderr
+    (tmp_path / "x.whl").unlink()
+    fake_wheel(tmp_path, "multiprocess", "0.70.19")
+    done = closure(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "left out on purpose: diffusers, pydantic, xformers" in done.stdout
+
+
+def test_the_kit_closure_check_refuses_a_wheel_that_shadows_the_standard_library(tmp_path):
+    """K5: torchao's wheel installs a top-level test/ package, first on PYTHONPATH in every process of the check."""
+    fake_wheel(tmp_path, "torchao", "0.18.0", files=["torchao/__init__.py", "test/__init__.py"])
+    done = closure(tmp_path)
+    assert done.returncode == 1 and "installs a top-level 'test'" in done.stderr
+
+
+# ---------------------------------------------------------------- K3, S1: run fails without a GPU, keeps each phase
+
+
+def test_the_gpu_check_fails_without_a_gpu_and_records_each_phase_as_it_ends(tmp_path):
+    """K3: on a machine without a visible GPU the check used to pass with everything skipped; S1: the phases'
+    records were written only at the end."""
+    import shutil
+
+    (tmp_path / "benchmarks").mkdir()
+    for name in ("gpu_check.sh", "gpu_preflight.py"):
+        shutil.copy(REPO / "benchmarks" / name, tmp_path / "benchmarks" / name)
+    (tmp_path / ".gpu_kit" / "wheels").mkdir(parents=True)
+    (tmp_path / ".gpu_kit" / "embedded" / "smollm2-135m").mkdir(parents=True)
+    fake_wheel(tmp_path / ".gpu_kit" / "wheels", "lowres_probe", "1.0")
+    out = tmp_path / "out"
+    bin_dir = tmp_path / "bin"  # `python3` is this interpreter, as on the GPU machine it is the one with torch
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(out), "HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(["bash", str(tmp_path / "benchmarks" / "gpu_check.sh"), "run", "preflight"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    record = json.loads((out / "gpu_check.json").read_text())
+    assert [(p["phase"], p["exit_code"]) for p in record["phases"]] == [("install", 0), ("preflight", 1)]
+    assert "expected a CUDA GPU here" in (out / "gpu_check.log").read_text()
+
+
+# ---------------------------------------------------------------- S2-S5: the unsloth backend's rough edges
+
+
+def test_no_false_import_order_warning_and_unsloths_cache_in_lowres_home(monkeypatch, tmp_path, capsys):
+    """S4: Unsloth, imported first, imports trl and peft itself; the "imported after trl, peft" warning was false.
+    S5: Unsloth writes its generated trainers to ./unsloth_compiled_cache unless told where."""
+    import types
+
+    import trl  # noqa: F401  (imported, as Unsloth itself imports it)
+
+    from lowres.train.backend import prepare_backend
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.ModuleType("unsloth"))
+    monkeypatch.setenv("LOWRES_HOME", str(tmp_path))
+    monkeypatch.delenv("UNSLOTH_COMPILE_LOCATION", raising=False)
+    prepare_backend(Hardware("cuda", "H200", 139.8, True, "unsloth", "bf16"))
+    assert "imported after" not in capsys.readouterr().out
+    from lowres.hardware import keep_unsloth_cache_in_lowres_home
+
+    keep_unsloth_cache_in_lowres_home()
+    import os
+
+    assert os.environ["UNSLOTH_COMPILE_LOCATION"] == str(tmp_path / "unsloth_compiled_cache")
+
+
+def test_on_the_unsloth_backend_the_grpo_trainer_leaves_the_loss_to_unsloth():
+    """S2/S3: Unsloth's compute_loss never calls _compute_loss, and its _get_per_token_logps_and_entropies takes
+    other arguments: lowres's overrides are for the transformers backend only."""
+    from lowres.train.rlvr import _trainer_class
+
+    own = ("_compute_loss", "_get_per_token_logps_and_entropies")
+    lean = _trainer_class(False, lean_generation=True)
+    assert all(name in vars(lean) for name in own)
+    unsloth = _trainer_class(True, lean_generation=False)
+    assert not any(name in vars(unsloth) for name in own)
+    assert "_generate_and_score_completions" in vars(unsloth)  # zero-variance groups still masked there
+
+
+def test_a_backend_setting_that_cannot_be_honoured_is_refused_up_front(monkeypatch):
+    """Unsloth's trainer ignores rlvr.rollout_dtype/loss_dtype; 8-bit optimizers need CUDA: one line each."""
+    from click.testing import CliRunner
+
+    from lowres import hardware
+    from lowres.cli import cli
+
+    result = CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.optim=adamw_8bit"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].endswith(
+        "rlvr.optim: adamw_8bit is bitsandbytes' 8-bit optimizer and needs a CUDA GPU; this machine trains on cpu "
+        "(use adamw_torch_fused)")
+    h200 = Hardware("cuda", "NVIDIA H200", 139.8, True, "unsloth", "bf16")
+    monkeypatch.setattr(hardware, "detect", lambda *a, **k: h200)
+    result = CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.rollout_dtype=bf16"])
+    assert result.exit_code == 2 and "Unsloth's trainer ignores it" in result.output
+    assert CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.optim=adamw_8bit"]).exit_code == 0
