@@ -47,6 +47,7 @@ NOT_FIT_HINTS = {
     "rlvr": "halve rlvr.per_device_train_batch_size and double rlvr.gradient_accumulation_steps (same batch), "
             "lower rlvr.max_completion_length or rlvr.num_generations, or set rlvr.load_in_4bit: true",
     "rlvr-no-warmup": "the same as for rlvr (it runs rlvr's settings from the base model)",
+    "rlvr-random-reward": "the same as for rlvr (it runs rlvr's settings with a coin-flip reward)",
     "merge": "merge on a larger GPU, or on the CPU (it needs the 16-bit model in memory once)",
     "eval": "lower eval.batch_size or eval.max_new_tokens",
 }
@@ -188,6 +189,8 @@ def _training_stage(cut: Recipe, real: Recipe, backend: str, stage: str, resolve
     args = [stage, str(resolved), "--out", str(out)] + (["--model", model_ref] if stage == "rlvr" else [])
     if stage == "rlvr-no-warmup":  # the same GRPO from the base model: the baseline's own child command
         args = ["rlvr", str(resolved), "--no-warmup", "--out", str(out)]
+    if stage == "rlvr-random-reward":  # the coin-flip control, from the same (base) model as the timed rlvr
+        args = ["rlvr", str(resolved), "--random-reward", "--model", model_ref, "--out", str(out)]
     row.wall_seconds = round(_timed(f"bench {stage} ({backend})", args), 1)
     summary = json.loads((out / "summary.json").read_text())
     rows_per_step = cut.rlvr.per_device_train_batch_size * cut.rlvr.gradient_accumulation_steps
@@ -201,6 +204,9 @@ def _training_stage(cut: Recipe, real: Recipe, backend: str, stage: str, resolve
     if row.step_seconds is not None:
         remaining = max(row.steps_in_recipe - summary["steps"], 0)
         row.extrapolated_seconds = round(row.wall_seconds + remaining * row.step_seconds, 1)
+        if stage != "warmup" and len(real.seeds) > 1:  # each RLVR arm runs once per seed
+            row.extrapolated_seconds = round(row.extrapolated_seconds * len(real.seeds), 1)
+            row.note = f"× {len(real.seeds)} seeds"
     return row
 
 

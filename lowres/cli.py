@@ -570,21 +570,56 @@ def export(run_or_model: Path, out: Path, adapter: Path | None, chat_template: s
                                            "with rlvr.start_from: base).")
 @click.option("--no-warmup", "no_warmup", is_flag=True,
               help="The no-warmup baseline: the same GRPO from the base model, into runs/<name>/rlvr-no-warmup.")
+@click.option("--random-reward", "random_reward", is_flag=True,
+              help="The spurious-reward control: the same GRPO, rewarded by a seeded coin flip that ignores the "
+                   "answer, into runs/<name>/rlvr-random-reward.")
+@click.option("--seed", "arm_seed", type=int, help="This run's GRPO seed (LoRA initialisation, sampling); default: "
+                                                   "the recipe's seed.")
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/rlvr).")
 @processes_option
-def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no_warmup: bool,
-         out: Path | None, num_processes: int | None) -> None:
+def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no_warmup: bool, random_reward: bool,
+         arm_seed: int | None, out: Path | None, num_processes: int | None) -> None:
     """Stage 2: LoRA GRPO with the target task's verifiable reward on ≤100 examples."""
     if no_warmup and model_ref:
         raise UserError("--no-warmup starts from the recipe's base model; drop --model")
+    if no_warmup and random_reward:
+        raise UserError("--random-reward is the control for rlvr's own start model; drop --no-warmup")
     recipe = _recipe(recipe_file, overrides, num_processes)
     args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup, out=out)
+    args += (["--random-reward"] if random_reward else []) + ([] if arm_seed is None else ["--seed", str(arm_seed)])
     if _launch_if_several(recipe, "rlvr", args):
         return
     _training_start(recipe)
     from lowres.train.rlvr import run_rlvr
 
-    run_rlvr(recipe, model_ref, out, stage="rlvr-no-warmup" if no_warmup else "rlvr")
+    stage = "rlvr-no-warmup" if no_warmup else "rlvr-random-reward" if random_reward else "rlvr"
+    run_rlvr(recipe, model_ref, out, stage=stage, seed=arm_seed)
+
+
+@cli.command()
+@click.argument("recipe_file", metavar="RECIPE")
+@set_option
+@click.option("--stage", type=click.Choice(["rlvr", "rlvr-no-warmup"]), default="rlvr", show_default=True,
+              help="The RLVR arm whose start model is checked (rlvr-no-warmup: the base model).")
+@click.option("--model", "model_ref", help="Check this start model instead (default: runs/<name>/merge, or the base).")
+@click.option("--samples-only", "samples_to", type=click.Path(path_type=Path), hidden=True,
+              help="Only sample and grade, into this file (what an RLVR stage on Unsloth asks of a child).")
+def check(recipe_file: str, overrides: tuple[str, ...], stage: str, model_ref: str | None,
+          samples_to: Path | None) -> None:
+    """Will GRPO learn? Sample the start model on the training prompts: truncation, groups without a reward
+    difference, pass rates, a GRPO step's sampling time, and each problem's fix (rlvr.signal_check)."""
+    from lowres.train.check import candidate_rows, prepare_rows, rows_to_sample, start_model, start_model_samples
+
+    recipe = _recipe(recipe_file, overrides)
+    if samples_to is not None:
+        ref, made_by = start_model(recipe, stage, model_ref)
+        start_model_samples(recipe, stage, ref, made_by, rows_to_sample(recipe, candidate_rows(recipe)),
+                            cache_to=samples_to)
+        return
+    if recipe.rlvr.signal_check == "off":
+        recipe = load_recipe(resolve_recipe_path(recipe_file), [*overrides, "rlvr.signal_check=warn"])
+    out = output_folder(recipe.run_dir / stage, f"{stage} folder")
+    prepare_rows(recipe, stage, out, model_ref)
 
 
 # ---------------------------------------------------------------- eval and compare
@@ -601,7 +636,9 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no
               help="Questions per task (a seeded sample): N for every task, or per task, e.g. math=500,kk=100.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--chat-template", type=click.Choice(["model", "r1"]), default="model", show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seeds the questions picked under --limit, and the "
+                                                           "sampling unless --sample-seed is given.")
+@click.option("--sample-seed", type=int, help="Seeds the sampling alone (the questions stay --seed's).")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--sample-dtype", type=click.Choice(["auto", "model", "bf16"]), default="auto", show_default=True,
               help="Sample from a copy of the weights in this dtype; auto: bf16 for an fp32 model on a CPU that "
@@ -616,7 +653,8 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no
               help="A YAML file whose top-level tasks: mapping defines tasks without Python (a recipe file is one; "
                    "repeatable); --tasks can then name them.")
 def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_new_tokens, limit_text, batch_size,
-                 chat_template, seed, dtype, sample_dtype, label, table, out, plugins, task_specs) -> None:
+                 chat_template, seed, sample_seed, dtype, sample_dtype, label, table, out, plugins,
+                 task_specs) -> None:
     """Evaluate a model (hub id, folder, merged checkpoint, or base + --adapter) on tasks: mean accuracy
     ± std over samples, pass@k, format errors, completion length; per-sample JSONL."""
     from lowres.tasks.plugins import load_plugins
@@ -633,7 +671,8 @@ def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_n
     limit = _parse_limit(limit_text, names)
     settings = GenerationSettings(n_samples=n_samples, temperature=temperature, top_p=top_p,
                                   max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  chat_template=chat_template, seed=seed, sample_dtype=sample_dtype)
+                                  chat_template=chat_template, seed=seed, sample_seed=sample_seed,
+                                  sample_dtype=sample_dtype)
     default_label = Path(model_ref).name or model_ref
     out = out or Path("runs") / "eval" / (default_label.replace(":", "-") + (f"+{adapter.name}" if adapter else ""))
     output_folder(out, "results folder")

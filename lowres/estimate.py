@@ -151,7 +151,7 @@ def stage_disk_bytes(recipe: Recipe, stage: str) -> int:
     if config is None:
         return 0
     try:
-        if stage in ("warmup", "rlvr"):
+        if stage in ("warmup", "rlvr", "rlvr-no-warmup", "rlvr-random-reward"):
             lora = recipe.warmup.lora if stage == "warmup" else recipe.rlvr.lora
             adapter = lora_parameters(config, lora) * 4
             return adapter * 3 * _CHECKPOINTS_ON_DISK + adapter + _MARGIN_BYTES

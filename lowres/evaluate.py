@@ -32,7 +32,8 @@ class GenerationSettings:
     max_new_tokens: int = 1024
     batch_size: int = 8
     chat_template: ChatTemplate = "model"
-    seed: int = 0
+    seed: int = 0  # which questions (with a limit), and the sampling unless sample_seed is given
+    sample_seed: int | None = None  # the sampling alone: an RLVR arm of a recipe's seeds, on the run's questions
     # auto: sample from a bf16 copy of an fp32 model on a CPU that multiplies bf16 natively (hardware.rollout_dtype)
     sample_dtype: str = "auto"
 
@@ -93,7 +94,7 @@ def generate_completions(model, tokenizer, prompts: list[str], settings: Generat
 
     from lowres.decode import sample_batch
 
-    generator = torch.Generator(device=model.device).manual_seed(settings.seed)
+    generator = torch.Generator(device=model.device).manual_seed(sampling_seed(settings))
     tokenizer.padding_side = "left"
     jobs = [(i, j) for i in range(len(prompts)) for j in range(settings.n_samples)]
     out: list[list[Any]] = [[None] * settings.n_samples for _ in prompts]
@@ -112,6 +113,10 @@ def generate_completions(model, tokenizer, prompts: list[str], settings: Generat
                 out[i][j] = (tokenizer.decode(ids, skip_special_tokens=True), len(ids), truncated)
             bar.advance(task_id, len(batch))
     return out
+
+
+def sampling_seed(settings: GenerationSettings) -> int:
+    return settings.seed if settings.sample_seed is None else settings.sample_seed
 
 
 def _stop_token_ids(model, tokenizer) -> set[int]:
@@ -160,7 +165,7 @@ class VLLMGenerator:
         from vllm import SamplingParams
 
         params = SamplingParams(n=settings.n_samples, temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_new_tokens, seed=settings.seed)
+                                max_tokens=settings.max_new_tokens, seed=sampling_seed(settings))
         outputs = self.llm.generate(prompts, params, lora_request=self.lora)
         return [[(o.text, len(o.token_ids), o.finish_reason == "length") for o in r.outputs] for r in outputs]
 

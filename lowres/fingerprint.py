@@ -132,15 +132,23 @@ def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
         return fingerprint(start, target, file_identity(target.path), os.environ.get("LOWRES_DATA_DIR"),
                            _plugins_identity(recipe), eval_overlap, rlvr, *_task_parts(recipe), *processes)
 
-    return {"base": base, "warmup": warmup, "merge": merge,
-            "rlvr": rlvr_from(merge if recipe.rlvr.start_from == "warmup" else base),
-            "rlvr-no-warmup": rlvr_from(base)}
+    rlvr_fp = rlvr_from(merge if recipe.rlvr.start_from == "warmup" else base)
+    return {"base": base, "warmup": warmup, "merge": merge, "rlvr": rlvr_fp, "rlvr-no-warmup": rlvr_from(base),
+            "rlvr-random-reward": fingerprint(rlvr_fp, "coin-flip reward")}
 
 
-def eval_fingerprint(recipe: Recipe, made_by: str) -> str:
-    """One model's evaluation: the fingerprint of the stage that made the model, and the eval settings."""
-    return fingerprint(stage_fingerprints(recipe)[made_by], recipe.eval, _plugins_identity(recipe),
-                       os.environ.get("LOWRES_DATA_DIR"), *_task_parts(recipe))
+def arm_fingerprint(recipe: Recipe, stage: str, seed: int | None = None) -> str:
+    """A GRPO arm's fingerprint: its stage's, and the seed it runs with when the recipe lists `seeds`."""
+    stage_fp = stage_fingerprints(recipe)[stage]
+    return stage_fp if seed is None else fingerprint(stage_fp, {"seed": seed})
+
+
+def eval_fingerprint(recipe: Recipe, made_by: str, seed: int | None = None) -> str:
+    """One model's evaluation: the fingerprint of the stage (arm) that made the model, and the eval settings."""
+    made = (stage_fingerprints(recipe)[made_by] if made_by in ("base", "merge")
+            else arm_fingerprint(recipe, made_by, seed))
+    return fingerprint(made, recipe.eval, _plugins_identity(recipe), os.environ.get("LOWRES_DATA_DIR"),
+                       *_task_parts(recipe))
 
 
 def _task_parts(recipe: Recipe) -> tuple:

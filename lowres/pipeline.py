@@ -26,11 +26,12 @@ from lowres.artifacts import read_json, require_free_space, write_json
 from lowres.errors import UserError
 from lowres.estimate import stage_disk_bytes
 from lowres.evaluate import EvalResult, load_results
-from lowres.fingerprint import eval_fingerprint, hub_revision, stage_fingerprints
+from lowres.fingerprint import arm_fingerprint, eval_fingerprint, hub_revision, stage_fingerprints
 from lowres.launch import run_stage
 from lowres.models import describe_model
-from lowres.recipe import DEFAULT_RECIPE, TRAINING_STAGES, Recipe, dump_recipe
-from lowres.report import comparison_lines, plot_comparison, plot_reward_curves, results_markdown, results_table
+from lowres.recipe import DEFAULT_RECIPE, RLVR_ARMS, TRAINING_STAGES, Recipe, dump_recipe
+from lowres.report import plot_comparison, plot_pass_at_k, plot_reward_curves, results_markdown, results_table
+from lowres.signal_check import summary_lines
 from lowres.train.resume import set_aside_checkpoints
 from lowres.ui import console
 
@@ -55,19 +56,41 @@ def _mark_done(folder: Path, fingerprint: str, seconds: float, model_revision: s
                                "model_revision": model_revision})
 
 
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One GRPO run of the recipe: an RLVR stage, with one of the recipe's `seeds` (None: the recipe's seed)."""
+
+    stage: str
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        """Its folder under the run, and its model's label in the report."""
+        return self.stage if self.seed is None else f"{self.stage}-seed{self.seed}"
+
+
+def rlvr_arms(recipe: Recipe) -> list[Arm]:
+    return [Arm(stage, seed) for stage in RLVR_ARMS if stage in recipe.stages for seed in (recipe.seeds or [None])]
+
+
+def arm_of(label: str, recipe: Recipe) -> Arm | None:
+    return next((arm for arm in rlvr_arms(recipe) if arm.name == label), None)
+
+
 def _eval_labels(recipe: Recipe) -> list[str]:
     labels = ["base"]
     if "merge" in recipe.stages:
         labels.append("warmup")
-    if "rlvr" in recipe.stages:
-        labels.append("rlvr")
-    if "rlvr-no-warmup" in recipe.stages:
-        labels.append("rlvr-no-warmup")
-    return labels
+    return labels + [arm.name for arm in rlvr_arms(recipe)]
 
 
-# Which stage made each evaluated model.
-EVAL_MADE_BY = {"base": "base", "warmup": "merge", "rlvr": "rlvr", "rlvr-no-warmup": "rlvr-no-warmup"}
+def made_by(label: str) -> str:
+    """The stage that made an evaluated model (an arm's label is its stage, and -seed<N> with seeds)."""
+    return {"base": "base", "warmup": "merge"}.get(label) or label.partition("-seed")[0]
+
+
+def _starts_from_merge(recipe: Recipe, stage: str) -> bool:
+    return stage in ("rlvr", "rlvr-random-reward") and recipe.rlvr.start_from == "warmup"
 
 
 def rerun_set(recipe: Recipe, force: tuple[str, ...] | list[str]) -> set[str]:
@@ -79,10 +102,10 @@ def rerun_set(recipe: Recipe, force: tuple[str, ...] | list[str]) -> set[str]:
     rerun = set(force)
     if "warmup" in rerun and "merge" in recipe.stages:
         rerun.add("merge")
-    if ("merge" in rerun and recipe.rlvr.start_from == "warmup" and "rlvr" in recipe.stages):
-        rerun.add("rlvr")
+    if "merge" in rerun:
+        rerun |= {stage for stage in RLVR_ARMS if stage in recipe.stages and _starts_from_merge(recipe, stage)}
     for label in _eval_labels(recipe):
-        if "eval" in rerun or EVAL_MADE_BY[label] in rerun:
+        if "eval" in rerun or made_by(label) in rerun:
             rerun.add(f"eval:{label}")
     return rerun
 
@@ -113,17 +136,24 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
         "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model; "
                 f"{rlvr_batch_text(recipe)}",
         "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
+        "rlvr-random-reward": "the same GRPO as rlvr, rewarded by a seeded coin flip (the spurious-reward control)",
         "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples{limit_text}"
                 + f"; models: {', '.join(_eval_labels(recipe))}",
     }
+    if "rlvr" in recipe.stages and recipe.rlvr.signal_check != "off":
+        what["rlvr"] += f"; signal check first ({recipe.rlvr.signal_check})"
+    if target.select == "informative":
+        what["rlvr"] += f"; informative selection from {target.select_pool or 2 * target.n_examples} candidates"
+    arms = rlvr_arms(recipe)
     for stage in recipe.stages:
-        folder = recipe.run_dir / stage
-        note = ""
-        if stage in rerun:
-            note = " [yellow](--force: runs again)[/yellow]"
-        elif stage in fingerprints and _is_done(folder, fingerprints[stage]):
-            note = " [green](done, will skip)[/green]"
-        table.add_row(stage, what[stage] + note, str(folder))
+        for name, folder_fp in _stage_rows(recipe, stage, fingerprints, arms):
+            folder = recipe.run_dir / name
+            note = ""
+            if stage in rerun:
+                note = " [yellow](--force: runs again)[/yellow]"
+            elif folder_fp and _is_done(folder, folder_fp):
+                note = " [green](done, will skip)[/green]"
+            table.add_row(name, what[stage] + note, str(folder))
     table.caption = f"model: {describe_model(recipe.model.name_or_path)}"
     if recipe.num_processes > 1:
         from lowres.hardware import MULTI_PROCESS_BACKEND
@@ -131,6 +161,13 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
         table.caption += (f"\nwarmup and rlvr: {recipe.num_processes} processes, backend {MULTI_PROCESS_BACKEND}; "
                           "merge and eval: one process")
     return table
+
+
+def _stage_rows(recipe: Recipe, stage: str, fingerprints: dict[str, str], arms: list[Arm]) -> list[tuple[str, str]]:
+    """(folder name, fingerprint) of each run of a stage: one, or one per seed for an RLVR arm."""
+    if stage in RLVR_ARMS:
+        return [(arm.name, arm_fingerprint(recipe, arm.stage, arm.seed)) for arm in arms if arm.stage == stage]
+    return [(stage, fingerprints.get(stage))]
 
 
 def _global_batch(per_device: int, steps: int, processes: int) -> tuple[int, str]:
@@ -162,10 +199,12 @@ def _start_over(recipe: Recipe, name: str, why: str) -> None:
         if folder.exists():
             shutil.rmtree(folder)
         return
-    folder = recipe.run_dir / name
-    (folder / DONE).unlink(missing_ok=True)
-    if name in ("warmup", "rlvr", "rlvr-no-warmup"):
-        set_aside_checkpoints(folder, name, why)
+    folders = ([recipe.run_dir / arm.name for arm in rlvr_arms(recipe) if arm.stage == name] if name in RLVR_ARMS
+               else [recipe.run_dir / name])
+    for folder in folders:
+        (folder / DONE).unlink(missing_ok=True)
+        if name in TRAINING_STAGES:
+            set_aside_checkpoints(folder, name, why)
 
 
 def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[str, list[EvalResult]]:
@@ -192,56 +231,62 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
     run_dir = recipe.run_dir.resolve()
     merged = run_dir / "merge"
 
-    def stage(name: str, args: list[str]) -> None:
+    def stage(name: str, fingerprint: str, args: list[str], kind: str | None = None) -> None:
         folder = recipe.run_dir / name
-        if _is_done(folder, fingerprints[name]):
+        if _is_done(folder, fingerprint):
             console.print(f"[green]{name}: done before with the same inputs — skipped[/green] ({folder})")
             return
         console.rule(name)
-        require_free_space(recipe.run_dir, stage_disk_bytes(recipe, name), f"the {name} stage")
+        kind = kind or name
+        require_free_space(recipe.run_dir, stage_disk_bytes(recipe, kind), f"the {name} stage")
         t0 = time.time()
-        run_stage(name, args, processes=recipe.num_processes if name in TRAINING_STAGES else 1)
-        _mark_done(folder, fingerprints[name], time.time() - t0, hub_revision(recipe.model.name_or_path))
+        run_stage(name, args, processes=recipe.num_processes if kind in TRAINING_STAGES else 1)
+        _mark_done(folder, fingerprint, time.time() - t0, hub_revision(recipe.model.name_or_path))
 
     if "warmup" in recipe.stages:
-        stage("warmup", ["warmup", str(resolved), "--out", str(run_dir / "warmup")])
+        stage("warmup", fingerprints["warmup"], ["warmup", str(resolved), "--out", str(run_dir / "warmup")])
     if "merge" in recipe.stages:
-        stage("merge", ["merge", "--base", recipe.model.name_or_path, "--adapter", str(run_dir / "warmup" / "adapter"),
-                        "--out", str(merged), "--dtype", recipe.model.dtype,
-                        "--tolerance", repr(recipe.merge.tolerance),
-                        "--verify-prompts", str(recipe.merge.verify_prompts)])
-    if "rlvr" in recipe.stages:
-        stage("rlvr", ["rlvr", str(resolved), "--out", str(run_dir / "rlvr")])
-    if "rlvr-no-warmup" in recipe.stages:
-        stage("rlvr-no-warmup", ["rlvr", str(resolved), "--no-warmup", "--out", str(run_dir / "rlvr-no-warmup")])
+        stage("merge", fingerprints["merge"], [
+            "merge", "--base", recipe.model.name_or_path, "--adapter", str(run_dir / "warmup" / "adapter"),
+            "--out", str(merged), "--dtype", recipe.model.dtype, "--tolerance", repr(recipe.merge.tolerance),
+            "--verify-prompts", str(recipe.merge.verify_prompts)])
+    flags = {"rlvr": [], "rlvr-no-warmup": ["--no-warmup"], "rlvr-random-reward": ["--random-reward"]}
+    for arm in rlvr_arms(recipe):
+        seed = [] if arm.seed is None else ["--seed", str(arm.seed)]
+        stage(arm.name, arm_fingerprint(recipe, arm.stage, arm.seed),
+              ["rlvr", str(resolved), *flags[arm.stage], *seed, "--out", str(run_dir / arm.name)], kind=arm.stage)
 
     results: dict[str, list[EvalResult]] = {}
     if "eval" in recipe.stages:
         console.rule("eval")
-        rlvr_start = str(merged) if recipe.rlvr.start_from == "warmup" else recipe.model.name_or_path
-        models = {"base": (recipe.model.name_or_path, None), "warmup": (str(merged), None),
-                  "rlvr": (rlvr_start, run_dir / "rlvr" / "adapter"),
-                  "rlvr-no-warmup": (recipe.model.name_or_path, run_dir / "rlvr-no-warmup" / "adapter")}
-        start_label = {"rlvr": "warmup" if recipe.rlvr.start_from == "warmup" else "base", "rlvr-no-warmup": "base"}
+        start = {"rlvr": "warmup" if recipe.rlvr.start_from == "warmup" else "base", "rlvr-no-warmup": "base"}
+        start["rlvr-random-reward"] = start["rlvr"]
+        refs = {"base": recipe.model.name_or_path, "warmup": str(merged)}
         for label in _eval_labels(recipe):
-            model_ref, adapter = models[label]
-            same_as = start_label.get(label)
+            arm = arm_of(label, recipe)
+            if arm is None:
+                results[label] = evaluate_stage_model(recipe, refs[label], None, label=label)
+                continue
+            adapter, same_as = run_dir / arm.name / "adapter", start[arm.stage]
             if same_as in results and adapter_is_unchanged(adapter):
-                results[label] = reuse_results(recipe, label, same_as, results[same_as])
+                results[label] = reuse_results(recipe, label, same_as, results[same_as], arm.seed)
             else:
-                results[label] = evaluate_stage_model(recipe, model_ref, adapter, label=label)
+                results[label] = evaluate_stage_model(recipe, refs[same_as], adapter, label=label, seed=arm.seed)
         write_report(recipe, results)
     console.print(f"done in {time.time() - started:.0f} s → {recipe.run_dir}")
     return results
 
 
-def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path) -> list[str]:
-    """The `lowres eval` arguments that evaluate one of the run's models with the recipe's settings."""
+def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path,
+                 seed: int | None = None) -> list[str]:
+    """The `lowres eval` arguments that evaluate one of the run's models with the recipe's settings (an arm of
+    a recipe's `seeds` samples with its own seed)."""
     e = recipe.eval
     args = ["eval", model_ref, "--tasks", ",".join(e.tasks), "--n-samples", str(e.n_samples),
             "--temperature", repr(e.temperature), "--top-p", repr(e.top_p), "--max-new-tokens", str(e.max_new_tokens),
             "--batch-size", str(e.batch_size), "--chat-template", recipe.model.chat_template,
-            "--seed", str(recipe.seed), "--dtype", recipe.model.dtype, "--sample-dtype", e.sample_dtype,
+            "--seed", str(recipe.seed), *([] if seed is None else ["--sample-seed", str(seed)]),
+            "--dtype", recipe.model.dtype, "--sample-dtype", e.sample_dtype,
             "--label", label, "--out", str(out_dir),
             "--no-table"]
     if isinstance(e.limit, dict):
@@ -257,16 +302,17 @@ def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: st
     return args
 
 
-def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, label: str) -> list[EvalResult]:
+def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, label: str,
+                         seed: int | None = None) -> list[EvalResult]:
     """Evaluate one of the run's models on every eval task, in a child process; skipped when done with
     the same inputs."""
     out_root = recipe.run_dir / "eval" / label
-    fingerprint = eval_fingerprint(recipe, EVAL_MADE_BY[label])
+    fingerprint = eval_fingerprint(recipe, made_by(label), seed)
     if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
         console.print(f"[green]eval {label}: done before with the same inputs — skipped[/green]")
         return load_results(out_root)
     t0 = time.time()
-    run_stage(f"eval {label}", eval_command(recipe, model_ref, adapter, label, out_root.resolve()))
+    run_stage(f"eval {label}", eval_command(recipe, model_ref, adapter, label, out_root.resolve(), seed))
     _mark_done(out_root, fingerprint, time.time() - t0, hub_revision(recipe.model.name_or_path))
     return load_results(out_root)
 
@@ -284,46 +330,116 @@ def adapter_is_unchanged(adapter: Path | None) -> bool:
         return bool(b_names) and all(not weights.get_tensor(name).any() for name in b_names)
 
 
-def reuse_results(recipe: Recipe, label: str, same_as: str, results: list[EvalResult]) -> list[EvalResult]:
+def reuse_results(recipe: Recipe, label: str, same_as: str, results: list[EvalResult],
+                  seed: int | None = None) -> list[EvalResult]:
     """`label`'s scores when its model is `same_as`'s model unchanged: the same results, relabelled and
     written to its eval folder, instead of sampling the same model twice."""
     console.print(f"eval {label}: its adapter is unchanged from initialisation (no GRPO step had a reward "
                   f"difference to learn from), so the model is the {same_as} model — its scores are {same_as}'s")
     out_root = recipe.run_dir / "eval" / label
-    fingerprint = eval_fingerprint(recipe, EVAL_MADE_BY[label])
+    fingerprint = eval_fingerprint(recipe, made_by(label), seed)
     if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
         return load_results(out_root)
     reused = [dataclasses.replace(r, model=label, seconds=0.0) for r in results]
     out_root.mkdir(parents=True, exist_ok=True)
+    for r in results:  # the per-question samples too: the report's intervals are computed from them
+        source = recipe.run_dir / "eval" / same_as / r.task / "samples.jsonl"
+        if source.is_file():
+            (out_root / r.task).mkdir(exist_ok=True)
+            shutil.copyfile(source, out_root / r.task / "samples.jsonl")
     write_json(out_root / "results.json", [dataclasses.asdict(r) for r in reused])
     write_json(out_root / DONE, {"fingerprint": fingerprint, "seconds": 0.0, "same_as": same_as})
     return reused
 
 
 def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
-    """The run's report: the table on screen, report.md, and PNG plots next to it."""
+    """The run's report: the table on screen, report.md and report.json (the comparisons, with their intervals
+    and verdicts, as data), and PNG plots next to them."""
+    from lowres.evidence import compare, comparisons_json, pass_at_k_curve, question_scores
+    from lowres.train.check import load_check
+
     console.print(results_table(results))
     run_dir = recipe.run_dir
     lines = [f"# {recipe.name}\n", f"{recipe.description}\n", f"Model: {describe_model(recipe.model.name_or_path)}\n",
              "## Accuracy (%), mean ± std over samples (share of well-formed answers)\n", results_markdown(results)]
-    compared = comparison_lines(results)
-    if compared:
-        for line in compared:
-            console.print(line.replace("**", ""))
-        lines += ["## Comparisons\n", "\n".join(compared) + "\n"]
+    data: dict = {"recipe": recipe.name, "seeds": recipe.seeds or [recipe.seed], "models": {}, "signal_checks": {},
+                  "comparisons": [], "notes": []}
+    scores: dict[str, dict] = {}
+    curves: dict[str, dict] = {}
+    for label, per_task in results.items():
+        data["models"][label] = {r.task: {"accuracy": r.accuracy_mean, "n_questions": r.n_questions,
+                                          "n_samples": r.n_samples} for r in per_task}
+        for r in per_task:
+            samples = run_dir / "eval" / label / r.task / "samples.jsonl"
+            if samples.is_file():
+                scores.setdefault(label, {})[r.task] = question_scores(samples)
+                curves.setdefault(label, {})[r.task] = pass_at_k_curve(samples)
+                data["models"][label][r.task]["pass_at_k"] = curves[label][r.task]
+
+    checks = {arm.name: check for arm in rlvr_arms(recipe) if (check := load_check(run_dir / arm.name))}
+    shown: set[str] = set()
+    check_lines = []
+    for name, check in checks.items():
+        data["signal_checks"][name] = check.to_dict()
+        if check.start_model in shown:  # every seed of an arm shares its start model's check
+            continue
+        shown.add(check.start_model)
+        check_lines += [line.replace(check.stage, name, 1) if i == 0 else line
+                        for i, line in enumerate(summary_lines(check))]
+    if check_lines:
+        lines += ["## Before GRPO: the signal check\n", "```\n" + "\n".join(check_lines) + "\n```\n"]
+
+    start = "warmup" if recipe.rlvr.start_from == "warmup" else "base"
+    comparisons = compare(scores, start_of_rlvr=start)
+    data["comparisons"] = comparisons_json(comparisons)
+    data["notes"] = _learned_nothing_notes(recipe, checks)
+    if comparisons or data["notes"]:
+        lines.append("## Comparisons: differences in points, 95% bootstrap intervals over questions"
+                     + (" and seeds" if len(recipe.seeds) > 1 else "") + ", verdicts\n")
+        lines += [f"- {c.line()}" for c in comparisons]
+        lines += [f"- note: {note}" for note in data["notes"]]
+        lines.append("")
+        for c in comparisons:
+            console.print(c.line().replace("**", ""))
+        for note in data["notes"]:
+            console.print(f"[yellow]note: {note}[/yellow]")
     if importlib.util.find_spec("matplotlib") is None:
         # A declared dependency, but a hand-assembled environment (e.g. an offline GPU box) may lack it.
         console.print("[yellow]plots skipped: matplotlib is not installed[/yellow]")
     else:
         plot_comparison(results, run_dir / "comparison.png")
         lines.append("![comparison](comparison.png)\n")
-        arms = {"from the warmup" if recipe.rlvr.start_from == "warmup" else "from the base": run_dir / "rlvr",
-                "from the base (no warmup)": run_dir / "rlvr-no-warmup"}
-        curves = {label: folder / "metrics.jsonl" for label, folder in arms.items()
-                  if (folder / "metrics.jsonl").is_file()}
-        if curves and plot_reward_curves(curves, run_dir / "rlvr_reward.png"):
+        if plot_pass_at_k(curves, run_dir / "pass_at_k.png"):
+            lines.append("## pass@k\n\n![pass@k against k](pass_at_k.png)\n")
+        names = {"rlvr": "from the warmup" if start == "warmup" else "from the base",
+                 "rlvr-no-warmup": "from the base (no warmup)", "rlvr-random-reward": "coin-flip reward (control)"}
+        curves_by_arm = {names[arm.stage] + (f", seed {arm.seed}" if arm.seed is not None else ""):
+                         run_dir / arm.name / "metrics.jsonl" for arm in rlvr_arms(recipe)
+                         if (run_dir / arm.name / "metrics.jsonl").is_file()}
+        if curves_by_arm and plot_reward_curves(curves_by_arm, run_dir / "rlvr_reward.png"):
             lines.append("## RLVR\n\n![reward over steps](rlvr_reward.png)\n")
     report = run_dir / "report.md"
     artifacts.write_text(report, "\n".join(lines))
-    console.print(f"report: {report}")
+    write_json(run_dir / "report.json", data)
+    console.print(f"report: {report} (as data: {run_dir / 'report.json'})")
     return report
+
+
+def _learned_nothing_notes(recipe: Recipe, checks: dict) -> list[str]:
+    """An arm that never updated (every group scored alike) is its start model: say so in those words, so a
+    comparison with it is not read as GRPO's effect."""
+    notes = []
+    for stage in RLVR_ARMS:
+        arms = [arm for arm in rlvr_arms(recipe) if arm.stage == stage]
+        unchanged = [arm for arm in arms if adapter_is_unchanged(recipe.run_dir / arm.name / "adapter")]
+        if not arms or len(unchanged) != len(arms):
+            continue
+        start = "the base model" if stage == "rlvr-no-warmup" or recipe.rlvr.start_from == "base" else \
+            "the warmed-up model"
+        check = checks.get(arms[0].name)
+        why = (f" (its signal check: {100 * check.no_signal_share:.0f}% of prompts without a reward difference, "
+               f"pass@{check.num_generations} {100 * check.pass_at_g:.0f}%)" if check else "")
+        notes.append(f"{stage} had no signal: every GRPO group's completions scored alike{why}, so no step changed "
+                     f"its adapter and its model is {start} unchanged. A comparison with {stage} compares with "
+                     f"{start}, not with what GRPO learned from it")
+    return notes

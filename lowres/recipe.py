@@ -24,10 +24,12 @@ import yaml
 
 from lowres.errors import UserError
 
-STAGES = ("warmup", "merge", "rlvr", "rlvr-no-warmup", "eval")
+STAGES = ("warmup", "merge", "rlvr", "rlvr-no-warmup", "rlvr-random-reward", "eval")
 # The stages that train: timed by steps in `lowres bench`, run as num_processes processes by `lowres run`.
-TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup")
-# rlvr-no-warmup: the same GRPO as rlvr, from the base model (the paper's no-warmup baseline), side by side
+TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup", "rlvr-random-reward")
+# The GRPO arms: rlvr; rlvr-no-warmup, the same GRPO from the base model (the paper's no-warmup baseline);
+# rlvr-random-reward, the same GRPO from rlvr's start model rewarded by a coin flip (the spurious-reward control).
+RLVR_ARMS = ("rlvr", "rlvr-no-warmup", "rlvr-random-reward")
 REQUIRED = object()  # sentinel default: the key must be given in the recipe
 # Optimizers a recipe may name (transformers' names). The 8-bit ones are bitsandbytes' and need CUDA.
 CUDA_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
@@ -115,6 +117,12 @@ class TaskDataSection:
     seed: int = _f(42)
     path: str | None = _f(None, help="local data file instead of the hub")
     category: str | None = _f(None, help="mmlu_pro category filter, e.g. physics")
+    select: Literal["random", "informative"] = _f(
+        "random", help="random: a seeded sample; informative: sample select_pool candidates with the start model "
+        "(the signal check) and keep the prompts it sometimes but not always solves, filled up to n_examples "
+        "(recorded in the stage's selection.json)")
+    select_pool: int = _f(0, min=0, help="informative: candidate prompts to sample; 0: 2 × n_examples "
+                          "(fewer if the data has fewer)")
 
 
 @dataclass
@@ -169,8 +177,9 @@ class RLVRSection:
         "warmup", help="warmup: the merged warmed-up model; base: the paper's no-warmup baseline")
     load_in_4bit: bool = _f(False)
     # The paper trained all weights at 1e-6. A LoRA update moves far fewer parameters, so it needs a
-    # learning rate roughly 10-100x higher to change the policy as much per step.
-    learning_rate: float = _f(5e-6, min=0.0, min_exclusive=True)
+    # learning rate about 10x higher to change the policy as much per step ("LoRA Without Regret").
+    learning_rate: float = _f(1e-5, min=0.0, min_exclusive=True, help="LoRA needs about 10x full fine-tuning's "
+                              "rate (the paper's 1e-6); the signal check flags less than 1e-5")
     max_steps: int = _f(-1, min=-1)
     num_train_epochs: float = _f(1.0, min=0.0, min_exclusive=True)
     per_device_train_batch_size: int = _f(8, min=1)
@@ -215,7 +224,14 @@ class RLVRSection:
         "than the sampler did (TRL's truncated importance sampling)")
     vllm_server_host: str = _f("127.0.0.1", help="with vllm: server, where `trl vllm-serve` listens")
     vllm_server_port: int = _f(8000, min=1, max=65535)
-    truncation_warn_fraction: float = _f(0.5, min=0.0, max=1.0)
+    signal_check: Literal["warn", "refuse", "off"] = _f(
+        "warn", help="before GRPO, sample num_generations completions per training prompt with the start model "
+        "and report truncation, groups without a reward difference, pass rates and the sampling time of a step "
+        "(lowres check runs it alone). warn: print problems and train; refuse: stop (exit 2) on a problem")
+    signal_check_prompts: int | None = _f(
+        None, min=1, help="training prompts the signal check samples (a seeded subset); None: all of them")
+    truncation_warn_fraction: float = _f(0.5, min=0.0, max=1.0, help="share of completions cut at "
+                                         "max_completion_length above which training warns and the check objects")
     stop_after_constant_reward_steps: int = _f(0, min=0, help="0: never stop early")
     logging_steps: int = _f(1, min=1)
     save_steps: int = _f(25, min=1)
@@ -285,10 +301,13 @@ class Recipe:
 
     name: str = _f(REQUIRED, help="run name; outputs go to <output.dir>/<name>/")
     description: str = _f("", help="one line shown by `lowres recipes list`")
-    stages: list[Literal["warmup", "merge", "rlvr", "rlvr-no-warmup", "eval"]] = _f(
-        ["warmup", "merge", "rlvr", "eval"], help="rlvr-no-warmup (opt-in): also run the rlvr stage from the base "
-        "model, the paper's no-warmup baseline, and compare them")
+    stages: list[Literal["warmup", "merge", "rlvr", "rlvr-no-warmup", "rlvr-random-reward", "eval"]] = _f(
+        ["warmup", "merge", "rlvr", "eval"], help="opt-in controls: rlvr-no-warmup runs the rlvr stage from the base "
+        "model (the paper's no-warmup baseline); rlvr-random-reward runs it from rlvr's start model rewarded by a "
+        "seeded coin flip (the spurious-reward control); the report compares them")
     seed: int = _f(0)
+    seeds: list[int] = _f([], help="GRPO seeds: each RLVR arm (and its evaluation) runs once per seed, and the "
+                          "report's intervals cover the seeds too; []: once, with seed")
     num_processes: int = _f(1, min=1, help="processes for the warmup and RLVR stages (DDP through accelerate "
                             "launch, one per GPU); the global batch is per_device_train_batch_size × "
                             "gradient_accumulation_steps × num_processes. `--num-processes N` sets it")
@@ -469,6 +488,11 @@ def _check_consistency(recipe: Recipe) -> None:
     if "rlvr-no-warmup" in recipe.stages and ("rlvr" not in recipe.stages or recipe.rlvr.start_from != "warmup"):
         raise RecipeError(f"{src}: stages: rlvr-no-warmup is the baseline for an rlvr stage that starts from the "
                           "warmup (rlvr.start_from: warmup); add rlvr, or drop rlvr-no-warmup")
+    if "rlvr-random-reward" in recipe.stages and "rlvr" not in recipe.stages:
+        raise RecipeError(f"{src}: stages: rlvr-random-reward is the control for an rlvr stage; add rlvr, or drop "
+                          "rlvr-random-reward")
+    if len(set(recipe.seeds)) != len(recipe.seeds):
+        raise _fail(src, "seeds", f"list each seed once, got {recipe.seeds}")
     if "rlvr" in recipe.stages:
         check_rlvr_settings(recipe)
     if recipe.num_processes > 1 and recipe.model.backend == "unsloth":

@@ -54,45 +54,12 @@ def results_markdown(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-RUN_LABELS = ("base", "warmup", "rlvr", "rlvr-no-warmup")  # a run's evaluated models, in table order
-
-# What a run's comparisons mean: (later, earlier, what the difference measures).
-COMPARISONS = (("warmup", "base", "warmup alone"),
-               ("rlvr", "rlvr-no-warmup", "the same GRPO from the warmed model vs from the base"),
-               ("rlvr", "warmup", "GRPO on top of the warmup"))
+RUN_LABELS = ("base", "warmup", "rlvr", "rlvr-no-warmup", "rlvr-random-reward")  # a run's models, in table order
 
 
-def difference_standard_error(a: EvalResult, b: EvalResult) -> float:
-    """The standard error of the difference between two accuracies, each over its n_questions ×
-    n_samples answers, under the hypothesis that both models are equally accurate (the two-proportion
-    test's pooled estimate). Unlike each accuracy's own binomial error, it does not vanish when one
-    model scores 0%. Answers to the same question are correlated, so it understates the real
-    uncertainty somewhat."""
-    n_a, n_b = max(a.n_questions * a.n_samples, 1), max(b.n_questions * b.n_samples, 1)
-    pooled = (a.accuracy_mean * n_a + b.accuracy_mean * n_b) / (n_a + n_b)
-    return (pooled * (1 - pooled) * (1 / n_a + 1 / n_b)) ** 0.5
-
-
-def comparison_lines(results: Results) -> list[str]:
-    """One Markdown line per comparison the run has, per task: the difference in points, both figures,
-    the well-formed shares, and whether the difference is beyond 2 standard errors."""
-    lines = []
-    for later, earlier, meaning in COMPARISONS:
-        if later not in results or earlier not in results:
-            continue
-        for task in _tasks(results):
-            a, b = _lookup(results, later, task), _lookup(results, earlier, task)
-            if a is None or b is None:
-                continue
-            diff = 100 * (a.accuracy_mean - b.accuracy_mean)
-            noise = 200 * difference_standard_error(a, b)
-            if a.accuracy_mean == b.accuracy_mean:
-                verdict = "the same score"
-            else:
-                verdict = f"{'beyond' if abs(diff) > noise else 'within'} noise (2 standard errors: ±{noise:.1f})"
-            lines.append(f"- **{later} vs {earlier}** ({meaning}), {task}: {diff:+.1f} points "
-                         f"({_cell(a)} vs {_cell(b)}); {verdict}")
-    return lines
+def _label_order(name: str) -> tuple[int, str]:
+    arm = name.partition("-seed")[0]
+    return (RUN_LABELS.index(arm) if arm in RUN_LABELS else len(RUN_LABELS), name)
 
 
 def collect(paths: list[Path]) -> Results:
@@ -102,8 +69,7 @@ def collect(paths: list[Path]) -> Results:
         if (path / "results.json").is_file():
             results[path.name] = load_results(path)
         elif (path / "eval").is_dir():
-            for label_dir in sorted((path / "eval").iterdir(), key=lambda p: RUN_LABELS.index(p.name)
-                                    if p.name in RUN_LABELS else 9):
+            for label_dir in sorted((path / "eval").iterdir(), key=lambda p: _label_order(p.name)):
                 if (label_dir / "results.json").is_file():
                     results[f"{path.name}/{label_dir.name}"] = load_results(label_dir)
         else:
@@ -171,6 +137,41 @@ def plot_reward_curves(curves: dict[str, Path], png: Path) -> Path | None:
         ax.set_xlabel("GRPO step")
         ax.legend(fontsize=8)
     fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def plot_pass_at_k(curves: dict[str, dict[str, dict[int, float]]], png: Path) -> Path | None:
+    """pass@k against k, one panel per task, one line per model (an arm's seeds averaged). `curves`: label →
+    task → k → pass@k. None when no model has more than one sample per question."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lowres.evidence import arm_groups
+
+    tasks = sorted({task for by_task in curves.values() for task in by_task})
+    if not tasks or max((len(c) for by_task in curves.values() for c in by_task.values()), default=0) < 2:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for arm, labels in arm_groups(sorted(curves, key=_label_order)).items():
+            series = [curves[label][task] for label in labels if task in curves[label]]
+            if not series:
+                continue
+            ks = sorted(set.intersection(*(set(c) for c in series)))
+            ax.plot(ks, [100 * sum(c[k] for c in series) / len(series) for k in ks], marker="o", markersize=3,
+                    label=arm + (f" ({len(series)} seeds)" if len(series) > 1 else ""))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (samples per question)")
+        ax.set_ylabel("pass@k (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(task, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png

@@ -207,6 +207,7 @@ class TaskReward(_SafeReward):
                 except Exception as exc:
                     results[i] = exc
         self._last_scores = [r for r in results if isinstance(r, Score)]
+        self.last_verdicts = [r if isinstance(r, Score) else None for r in results]  # aligned with the items
         return [_reward_of(r) for r in results]
 
     def __call__(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[float]:
@@ -255,6 +256,29 @@ class FormatReward(_SafeReward):
             except Exception as exc:
                 out.append(exc)
         return out
+
+
+class CoinFlipReward(_SafeReward):
+    """The spurious-reward control: 1 or 0 by a seeded coin flip that ignores the answer (Shao et al. 2025,
+    "Spurious Rewards": on Qwen2.5 models GRPO with random rewards raised MATH-500 by 21 points, against 29 for
+    the true reward). A completion's flip is a hash of the seed, its prompt and its text, so a run is
+    reproducible and a resumed run pays what the interrupted one would have."""
+
+    def __init__(self, seed: int, name: str = "coin_flip_reward") -> None:
+        super().__init__()
+        self.seed = seed
+        self.__name__ = name
+
+    def __call__(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[float]:
+        self._prompts = list(prompts) if isinstance(prompts, (list, tuple)) else []
+        return super().__call__(prompts, completions, **kwargs)
+
+    def _rewards(self, items: list[Any], rows: list[dict[str, Any]]) -> list[Any]:
+        import hashlib
+
+        prompts = self._prompts if len(self._prompts) == len(items) else [None] * len(items)
+        return [float(hashlib.sha256(json.dumps([self.seed, prompt, item], default=str).encode()).digest()[0] & 1)
+                for prompt, item in zip(prompts, items, strict=True)]
 
 
 def task_reward(task: Task | str, name: str | None = None) -> TaskReward:

@@ -43,7 +43,7 @@ def test_an_unknown_stage_is_one_line_and_exit_2():
     result = CliRunner().invoke(cli, ["bench", "demo", "--stages", "warmup,rvlr"])
     assert result.exit_code == 2
     assert result.output.strip() == ("error: --stages: no stage 'rvlr'; choose from warmup, merge, rlvr, "
-                                     "rlvr-no-warmup, eval")
+                                     "rlvr-no-warmup, rlvr-random-reward, eval")
 
 
 def test_out_of_memory_is_exit_code_3_with_the_settings_to_lower():

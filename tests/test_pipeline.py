@@ -13,7 +13,7 @@ TINY = [
     "data.warmup.n_puzzles=8", "warmup.max_steps=2", "warmup.per_device_train_batch_size=2",
     "rlvr.max_steps=1", "rlvr.num_generations=4", "rlvr.per_device_train_batch_size=4",
     "rlvr.max_completion_length=24", "rlvr.save_steps=1",
-    "eval.limit=2", "eval.n_samples=1", "eval.max_new_tokens=24",
+    "eval.limit=2", "eval.n_samples=1", "eval.max_new_tokens=24", "rlvr.signal_check_prompts=2",
 ]
 
 
@@ -53,7 +53,11 @@ def test_demo_runs_end_to_end_then_skips_finished_stages(tmp_path, monkeypatch):
     # moved the adapter, so the baseline's model is the base model and its scores are reused, not resampled.
     assert json.loads((run / "eval" / "rlvr-no-warmup" / "done.json").read_text())["same_as"] == "base"
     assert results["rlvr-no-warmup"][0].accuracy_mean == results["base"][0].accuracy_mean
-    assert not (run / "eval" / "rlvr-no-warmup" / "kk_easy").exists()
+    reused = run / "eval" / "rlvr-no-warmup" / "kk_easy" / "samples.jsonl"  # copied: the intervals need them
+    assert reused.read_text() == (run / "eval" / "base" / "kk_easy" / "samples.jsonl").read_text()
+    assert "rlvr-no-warmup had no signal" in report and "the base model unchanged" in report
+    assert json.loads((run / "rlvr-no-warmup" / "signal_check.json").read_text())["no_signal_share"] == 1.0
+    assert "## Before GRPO: the signal check" in report
 
     def done_markers():
         """Stage-level done markers: warmup, merge, the two GRPO runs, and the eval of the four models."""
@@ -87,7 +91,7 @@ def test_force_shows_in_the_plan(tmp_path):
     plan = " ".join(re.sub("[│┃]", " ", result.output.split("name: demo")[0]).split())  # cells unwrapped
     assert plan.count("(--force: runs again)") == 2  # merge, and rlvr which starts from the merged model
     assert "into the 16-bit base (--force: runs again)" in plan
-    assert "4 completions (8 per device × 1 accumulation step) (--force: runs again)" in plan
+    assert "4 completions (8 per device × 1 accumulation step); signal check first (warn) (--force: runs again)" in plan
 
 
 def test_fingerprints_follow_file_contents_not_paths(tmp_path, monkeypatch):
@@ -141,29 +145,6 @@ def test_an_adapter_is_unchanged_only_while_every_b_matrix_is_zero(tmp_path):
     save_file(weights, tmp_path / "adapter_model.safetensors")
     assert not adapter_is_unchanged(tmp_path)
     assert not adapter_is_unchanged(tmp_path / "missing") and not adapter_is_unchanged(None)
-
-
-def test_the_report_compares_warmup_with_base_and_the_two_grpo_runs():
-    from lowres.evaluate import EvalResult
-    from lowres.report import comparison_lines
-
-    def result(label, accuracy, n_questions=16):
-        return [EvalResult("kk_easy", label, n_questions, 2, accuracy, 0.05, {}, 0.3, 200.0, 0.0)]
-
-    lines = comparison_lines({"base": result("base", 0.0), "warmup": result("warmup", 0.25),
-                              "rlvr": result("rlvr", 0.3), "rlvr-no-warmup": result("rlvr-no-warmup", 0.0)})
-    assert [line.split("**")[1] for line in lines] == ["warmup vs base", "rlvr vs rlvr-no-warmup", "rlvr vs warmup"]
-    # 32 answers each, pooled: 2 standard errors of a 25% vs 0% difference is ±16.5 points (12.5% pooled),
-    # of 30% vs 25% ±22.3 (27.5% pooled)
-    assert "+25.0 points" in lines[0] and "beyond noise (2 standard errors: ±16.5)" in lines[0]
-    assert "+5.0 points" in lines[2] and "within noise (2 standard errors: ±22.3)" in lines[2]
-    # One model at 0% still has noise to beat: 3.1% (1 of 32) against 0% is within it
-    assert "within noise (2 standard errors: ±6.2)" in comparison_lines(
-        {"rlvr": result("rlvr", 1 / 32), "warmup": result("warmup", 0.0)})[0]
-    # Two models at 0%: no difference to judge
-    assert comparison_lines({"warmup": result("warmup", 0.0), "base": result("base", 0.0)})[0].endswith(
-        "+0.0 points (0.0 ± 5.0 (format ok 70%) vs 0.0 ± 5.0 (format ok 70%)); the same score")
-    assert comparison_lines({"base": result("base", 0.1)}) == []
 
 
 def test_the_runs_evaluations_sample_in_the_recipes_dtype():

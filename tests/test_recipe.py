@@ -91,9 +91,10 @@ MALFORMED = [
     ("name: t\nmodel: embedded\n", "model: expected a mapping (section), got 'embedded'"),
     ("- name: t\n", "the top level must be a mapping of sections, got list"),
     ("name: t\nmodel:\n  name_or_path: m\nstages: [rlvr, warmup]\n",
-     "stages: list each stage once, in the order warmup, merge, rlvr, rlvr-no-warmup, eval"),
+     "stages: list each stage once, in the order warmup, merge, rlvr, rlvr-no-warmup, rlvr-random-reward, eval"),
     ("name: t\nmodel:\n  name_or_path: m\nstages: [train]\n",
-     "stages[0]: expected one of 'warmup', 'merge', 'rlvr', 'rlvr-no-warmup', 'eval', got 'train'"),
+     "stages[0]: expected one of 'warmup', 'merge', 'rlvr', 'rlvr-no-warmup', 'rlvr-random-reward', 'eval', "
+     "got 'train'"),
     ("name: t\nmodel:\n  name_or_path: m\nstages: [rlvr-no-warmup, eval]\n",
      "stages: rlvr-no-warmup is the baseline for an rlvr stage that starts from the warmup"),
     ("name: t\nmodel:\n  name_or_path: m\nstages: [rlvr, rlvr-no-warmup]\nrlvr:\n  start_from: base\n",

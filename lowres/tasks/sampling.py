@@ -26,8 +26,10 @@ def sample_examples(
     stratify_by: str | None = None,
     exclude_ids: Iterable[Any] = (),
     exclude_texts: Iterable[str] = (),
+    up_to: bool = False,
 ) -> list[dict[str, Any]]:
-    """Pick `n` rows, deterministically for a given `seed`, in their original order.
+    """Pick `n` rows (with `up_to`, at most `n`: all of them when fewer remain), deterministically for a
+    given `seed`, in their original order.
 
     stratify_by:   a column (e.g. "category"); each value gets a share of `n` proportional to its
                    size (largest-remainder rounding), so small categories are not left out by chance.
@@ -46,6 +48,8 @@ def sample_examples(
         if str(row.get("id")) not in excluded_ids
         and (not excluded_texts or normalize_text(row_text(row)) not in excluded_texts)
     ]
+    if up_to:
+        n = min(n, len(pool))
     if n > len(pool):
         raise UserError(f"asked for {n} examples but only {len(pool)} are available after exclusions")
     rng = random.Random(seed)
@@ -109,6 +113,7 @@ def disjoint_train_subset(
     split: str | None = None,
     stratify_by: str | None = None,
     path: str | None = None,
+    up_to: bool = False,
     **load_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """`n` training rows of `task` that share no id and no question text with `eval_rows`.
@@ -127,4 +132,5 @@ def disjoint_train_subset(
         stratify_by=stratify_by,
         exclude_ids=[row.get("id") for row in eval_rows],
         exclude_texts=[row_text(row) for row in eval_rows],
+        up_to=up_to,
     )

@@ -25,11 +25,11 @@ from transformers import TrainerCallback
 
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
-from lowres.fingerprint import fingerprint, stage_fingerprints
+from lowres.fingerprint import arm_fingerprint, fingerprint
 from lowres.hardware import Hardware, detect, loss_dtype, rollout_dtype, vllm_placement
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings
-from lowres.rewards import reward_functions
+from lowres.rewards import CoinFlipReward, reward_functions
 from lowres.tasks import get_task
 from lowres.tasks.sampling import disjoint_train_subset
 from lowres.train.backend import (
@@ -42,6 +42,7 @@ from lowres.train.backend import (
     uses_gradient_checkpointing,
 )
 from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
+from lowres.train.check import prepare_rows, start_model
 from lowres.train.common import (
     ddp_args,
     drop_default_printer,
@@ -287,15 +288,16 @@ def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
                           loss_dtype=loss_dtype(recipe.rlvr.loss_dtype, hw))
 
 
-def training_rows(recipe: Recipe) -> list[dict]:
-    """The ≤N training examples, disjoint (by id and question text) from the rows the eval stage scores."""
+def training_rows(recipe: Recipe, n: int | None = None, up_to: bool = False) -> list[dict]:
+    """The ≤N training examples (`n`, default data.target.n_examples; with `up_to`, fewer when the data has
+    fewer), disjoint (by id and question text) from the rows the eval stage scores."""
     target = recipe.data.target
     task = get_task(target.task)
     eval_rows = (task.load("test", limit=recipe.eval.limit_for(target.task), seed=recipe.seed)
                  if target.task in recipe.eval.tasks else [])
     load_kwargs = {"category": target.category} if target.category else {}
-    picked = disjoint_train_subset(task, target.n_examples, seed=target.seed, eval_rows=eval_rows,
-                                   path=target.path, **load_kwargs)
+    picked = disjoint_train_subset(task, n or target.n_examples, seed=target.seed, eval_rows=eval_rows,
+                                   path=target.path, up_to=up_to, **load_kwargs)
     if not picked:
         raise UserError(f"data.target: no {target.task} training examples left after removing eval questions")
     return picked
@@ -321,10 +323,11 @@ def build_dataset(rows: list[dict], tokenizer, recipe: Recipe):
     return Dataset.from_list(records)
 
 
-def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpointing: bool):
+def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpointing: bool, seed: int | None = None):
     from trl import GRPOConfig
 
     cfg = recipe.rlvr
+    seed = recipe.seed if seed is None else seed
     return GRPOConfig(
         output_dir=str(out_dir / "checkpoints"),
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
@@ -343,7 +346,7 @@ def grpo_config(recipe: Recipe, hw: Hardware, out_dir: Path, gradient_checkpoint
         router_aux_loss_coef=0.0,  # lowres trains dense models; Unsloth's default too
         reward_weights=[1.0, cfg.format_reward_weight] if cfg.format_reward_weight else None,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
-        **tracking_args(recipe, "rlvr", out_dir), seed=recipe.seed, disable_tqdm=True,
+        **tracking_args(recipe, "rlvr", out_dir), seed=seed, disable_tqdm=True,
         use_cpu=hw.device == "cpu", log_completions=False, gradient_checkpointing=gradient_checkpointing,
         **precision_flags(hw), **ddp_args(recipe), **vllm_args(recipe, hw),
     )
@@ -362,26 +365,24 @@ def vllm_args(recipe: Recipe, hw: Hardware) -> dict:
 
 
 def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None = None,
-             callbacks: tuple = (), stage: str = "rlvr") -> Path:
+             callbacks: tuple = (), stage: str = "rlvr", seed: int | None = None) -> Path:
     """GRPO from `model_ref` (default: the merged warmup model, or the base for start_from: base).
-    stage "rlvr-no-warmup": the same GRPO from the base model (the no-warmup baseline)."""
+    stage "rlvr-no-warmup": the same GRPO from the base model (the no-warmup baseline); "rlvr-random-reward":
+    the same GRPO as rlvr, rewarded by a seeded coin flip (the spurious-reward control). `seed`: this arm's
+    GRPO seed (LoRA initialisation, sampling; default the recipe's), for a recipe's `seeds`."""
     out_dir = output_folder(out_dir or recipe.run_dir / stage, f"{stage} folder")
     cfg = recipe.rlvr
     check_rlvr_settings(recipe)
-    stage_fingerprint = stage_fingerprints(recipe)[stage]
-    if stage == "rlvr-no-warmup":
-        model_ref = recipe.model.name_or_path
-    elif model_ref is None:
-        model_ref = str(recipe.run_dir / "merge") if cfg.start_from == "warmup" else recipe.model.name_or_path
-        if cfg.start_from == "warmup" and not (Path(model_ref) / "config.json").is_file():
-            raise UserError(f"{model_ref}: no merged warmup model here; run the warmup and merge stages first "
-                            "(lowres run), pass --model, or set rlvr.start_from: base")
-    else:  # a start model given by hand is part of what the checkpoints were made from
+    stage_fingerprint = arm_fingerprint(recipe, stage, seed)
+    given = model_ref if stage != "rlvr-no-warmup" else None
+    model_ref, _ = start_model(recipe, stage, given)
+    if given is not None:  # a start model given by hand is part of what the checkpoints were made from
         stage_fingerprint = fingerprint(stage_fingerprint, model_ref)
     if finished_before(out_dir, stage_fingerprint, out_dir / "adapter"):
         console.print(f"{stage}: finished before with the same settings → {out_dir / 'adapter'} "
                       f"(`lowres run --force {stage}` trains it again)")
         return out_dir
+    seed = recipe.seed if seed is None else seed
     hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     prepare_backend(hw)
     placement = vllm_placement(cfg.vllm, hw)
@@ -390,20 +391,28 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
                       "which rounds them: the completions come from a slightly different model than the one "
                       "trained (set rlvr.load_in_4bit: false, or rlvr.vllm: none, to avoid it)[/yellow]")
     task = get_task(recipe.data.target.task)
-    rows = training_rows(recipe)
     # On a GPU always; on a CPU the trainer decides per micro-batch from its real length (with the
     # recipe's maximum lengths a GRPO micro-batch nearly always looks too big, and recomputation costs).
     checkpointing = hw.device != "cpu" and uses_gradient_checkpointing(hw)
+    args = grpo_config(recipe, hw, out_dir, checkpointing, seed)
+    # Before the model is loaded (the check loads its own copy, and frees it). With several processes the main
+    # one samples and writes; the others then read its samples (the same rows everywhere) and write nothing.
+    # The control trains on the same rows as rlvr; its coin-flip reward makes the task's signal check moot.
+    with args.main_process_first(desc="signal check"):
+        rows, check = prepare_rows(recipe, stage, out_dir, given, run_check=stage != "rlvr-random-reward",
+                                   write=args.process_index == 0)
     model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
-                                      max_seq_length=recipe.model.max_seq_length, seed=recipe.seed,
+                                      max_seq_length=recipe.model.max_seq_length, seed=seed,
                                       gradient_checkpointing=checkpointing, colocated_vllm=placement == "unsloth")
     dataset = build_dataset(rows, tokenizer, recipe)
-    reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
+    if stage == "rlvr-random-reward":
+        reward_funcs = [CoinFlipReward(seed)]
+    else:
+        reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
     guards = SmallDataGuards(cfg.truncation_warn_fraction, cfg.max_completion_length,
                              cfg.stop_after_constant_reward_steps)
-    args = grpo_config(recipe, hw, out_dir, checkpointing)
     resume = resume_point(out_dir, stage, stage_fingerprint, args)
-    live = LiveView(stage, ("reward", f"{reward_funcs[0].__name__}/accuracy", "frac_reward_zero_std",
+    live = LiveView(stage, ("reward", f"{task.name}_reward/accuracy", "frac_reward_zero_std",
                              "completions/mean_length"))
     trainer = lowres_grpo_trainer(recipe, hw)(
         model=model, reward_funcs=reward_funcs, args=args,
@@ -424,7 +433,9 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     finally:
         live.close()
 
-    summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset),
+    summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset), "seed": seed,
+               "reward": "coin flip" if stage == "rlvr-random-reward" else "task",
+               "signal_check_problems": None if check is None else [p.kind for p in check.problems],
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
                "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype,
                "gradient_checkpointing": checkpointing, "peak_memory": peak_memory(),

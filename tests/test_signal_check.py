@@ -1,0 +1,211 @@
+"""The signal check (lowres.signal_check, lowres.train.check), the informative selection and the coin-flip
+control's reward: their statistics on a stub model whose pass rates are known, worked out by hand."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from lowres.recipe import bundled_recipes, load_recipe
+from lowres.signal_check import PromptGroup, advise, expected_signal_share, select_informative, summarise
+from lowres.tasks.base import Score, r1_messages
+
+G = 4
+CAP = 40
+
+
+class StubTask:
+    """Right when the completion says "right"; paid 1 then, else 0."""
+
+    name = "stub_signal"
+    description = "the signal check's stub task"
+
+    def load(self, split, limit=None, seed=0, path=None, **kwargs):
+        return [{"id": f"q{i}", "question": f"question {i}"} for i in range(8)][:limit]
+
+    def prompt(self, row):
+        return r1_messages(row["question"])
+
+    def score(self, completion, row):
+        right = "right" in completion
+        return Score(formatted=True, correct=right, reward=1.0 if right else 0.0, extracted=completion)
+
+
+class StubTokenizer:
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+
+def stub_model(right_per_prompt: list[int]):
+    """A 'model' whose i-th prompt gets right_per_prompt[i] right completions of G (10 tokens each) and wrong ones
+    that run to the cap (40 tokens, cut)."""
+    def generate(prompts, settings, description):
+        if settings.max_new_tokens == 1:  # the untimed warm-up
+            return [[("w", 1, True)] for _ in prompts]
+        assert settings.n_samples == G and settings.max_new_tokens == CAP
+        return [[("right", 10, False)] * k + [("wrong", CAP, True)] * (G - k) for k in right_per_prompt]
+
+    return generate
+
+
+@pytest.fixture
+def stub_recipe(monkeypatch):
+    from lowres.tasks import register_task
+
+    register_task(StubTask())
+    return load_recipe(bundled_recipes()["demo"], [
+        "stages=[rlvr]", "rlvr.start_from=base", "data.target.task=stub_signal", "data.target.n_examples=4",
+        "eval.tasks=[kk_easy]", f"rlvr.num_generations={G}", f"rlvr.max_completion_length={CAP}",
+        "rlvr.per_device_train_batch_size=8"])
+
+
+def check_of(recipe, right_per_prompt):
+    from lowres.train.check import graded_samples
+
+    rows = StubTask().load("train", limit=len(right_per_prompt))
+    data = graded_samples(stub_model(right_per_prompt), StubTokenizer(), recipe, rows)
+    groups = [PromptGroup(**g) for g in data["groups"]]
+    check = summarise(groups, stage="rlvr", start_model="stub", max_completion_length=CAP, temperature=0.7,
+                      rows_per_step=8, sampling_seconds=data["seconds"], batches=data["batches"])
+    check.problems = advise(check, truncation_warn_fraction=0.5, learning_rate=5e-5, max_prompt_length=384,
+                            max_seq_length=1024)
+    return check, groups, data
+
+
+def test_the_checks_statistics_on_a_stub_model_with_known_pass_rates(stub_recipe):
+    check, groups, data = check_of(stub_recipe, [0, 1, 2, 4])
+    assert check.pass_rates == {"q0": 0.0, "q1": 0.25, "q2": 0.5, "q3": 1.0}
+    assert check.mean_pass_rate == pytest.approx(0.4375)
+    assert (check.all_right_share, check.all_wrong_share, check.no_signal_share) == (0.25, 0.25, 0.5)
+    assert check.pass_at_g == 0.75
+    # 7 right completions of 10 tokens, 9 wrong ones cut at 40: p50 is the 8th of 16 (40), p90 the 15th (40)
+    assert check.truncated_share == pytest.approx(9 / 16)
+    assert check.length_percentiles == {"p50": 40, "p90": 40, "max": 40}
+    assert data["batches"] == 2  # 16 completions in batches of one GRPO step's 8 rows
+    assert [p.kind for p in check.problems] == ["truncation"]  # half the groups have a signal: not a problem
+    truncation = check.problems[0]
+    assert truncation.message.startswith("56% of completions hit rlvr.max_completion_length=40")
+    assert truncation.fix.startswith("set rlvr.max_completion_length to 128")  # 2 × 40, rounded up to 64s
+
+
+def test_no_signal_names_more_generations_with_the_expected_share():
+    """Smoothed pass rates: 0 of 4 → 0.1, 1 of 4 → 0.3. At 4 generations a group holds a right and a wrong one
+    with 1 − p⁴ − (1−p)⁴: 0.3438 and 0.7518; at 8: 0.5695 and 0.9423. Three unsolved prompts and one solved once:
+    (3·0.3438 + 0.7518)/4 = 45%, (3·0.5695 + 0.9423)/4 = 66%."""
+    assert expected_signal_share([0, 0, 0, 1], 4, 4) == pytest.approx(0.4458, abs=1e-4)
+    assert expected_signal_share([0, 0, 0, 1], 4, 8) == pytest.approx(0.6627, abs=1e-4)
+    groups = [PromptGroup(f"q{i}", [k > j for j in range(G)], [float(k > j) for j in range(G)], [10] * G, [False] * G)
+              for i, k in enumerate([0, 0, 0, 1])]
+    check = summarise(groups, stage="rlvr", start_model="stub", max_completion_length=CAP, temperature=0.7,
+                      rows_per_step=8)
+    problems = advise(check, truncation_warn_fraction=0.5, learning_rate=5e-6, max_prompt_length=384,
+                      max_seq_length=1024)
+    assert [p.kind for p in problems] == ["no_signal", "learning_rate"]
+    no_signal = problems[0]
+    assert no_signal.message.startswith("75% of prompts have no reward difference among their 4 completions "
+                                        "(75% all wrong, 0% all right)")
+    assert ("examples the start model sometimes solves (data.target.select: informative; pass@4 was 25%)"
+            in no_signal.fix)
+    assert "rlvr.num_generations 4 → 8: about 66% of groups would have a reward difference, against 45% at 4" in \
+        no_signal.fix
+    assert "rlvr.temperature 0.7 → 1" in no_signal.fix
+    assert problems[1].fix == "set rlvr.learning_rate to at least 1e-05"
+
+
+def test_informative_selection_keeps_the_sometimes_solved_first_then_fills():
+    def group(i, right):
+        return PromptGroup(f"q{i}", [j < right for j in range(G)], [float(j < right) for j in range(G)], [5] * G,
+                           [False] * G)
+
+    groups = [group(i, right) for i, right in enumerate([0, 2, 4, 1, 0, 3])]
+    kept, why = select_informative(groups, 4, seed=0)
+    assert set(kept) >= {"q1", "q3", "q5"} and len(kept) == 4
+    assert kept == sorted(kept, key=lambda q: int(q[1:]))  # in the pool's order
+    reasons = {r["id"]: r["why"] for r in why}
+    assert reasons["q1"] == reasons["q3"] == reasons["q5"] == "sometimes solved"
+    filled = next(q for q in kept if q not in ("q1", "q3", "q5"))
+    assert reasons[filled] in ("fill: never solved", "fill: always solved")
+    assert select_informative(groups, 4, seed=0) == (kept, why)  # seeded
+
+
+def test_informative_selection_writes_its_choice_and_is_part_of_the_fingerprint(stub_recipe, monkeypatch, tmp_path):
+    from lowres.fingerprint import stage_fingerprints
+    from lowres.recipe import recipe_from_dict
+    from lowres.train import check as check_module
+
+    recipe = recipe_from_dict(stub_recipe.to_dict(), "test", [
+        "data.target.select=informative", "data.target.select_pool=8", f"output.dir={tmp_path}"])
+    assert stage_fingerprints(recipe)["rlvr"] != stage_fingerprints(stub_recipe)["rlvr"]
+    pattern = [0, 2, 4, 1, 0, 3, 0, 4]
+    sampled = []
+
+    def sample(recipe, model_ref, rows):
+        sampled.append(len(rows))
+        return check_module.graded_samples(stub_model([pattern[int(r["id"][1:])] for r in rows]), StubTokenizer(),
+                                           recipe, rows)
+
+    monkeypatch.setattr(check_module, "sample_groups", sample)
+    monkeypatch.setattr(check_module, "candidate_rows", lambda recipe: StubTask().load("train"))
+    out = tmp_path / "rlvr"
+    out.mkdir()
+    rows, check = check_module.prepare_rows(recipe, "rlvr", out)
+    assert len(rows) == 4 and {"q1", "q3", "q5"} <= {r["id"] for r in rows}
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["candidates"] == 8 and selection["kept"] == 4 and selection["sometimes_solved"] == 3
+    assert check.n_prompts == 4  # the check describes the rows trained on
+    # The samples are cached: a second arm from the same start (or a rerun) samples nothing
+    (tmp_path / "control").mkdir()
+    again, _ = check_module.prepare_rows(recipe, "rlvr-random-reward", tmp_path / "control", run_check=False)
+    assert again == rows
+    assert sampled == [8]
+
+
+@pytest.mark.slow
+def test_a_kk_recipe_with_a_32_token_cap_is_refused_before_training(tmp_path):
+    """The Done-when of the evidence issue: `rlvr.signal_check: refuse` stops before any GRPO step with one line
+    naming the measured truncation share and the cap to use."""
+    done = subprocess.run([sys.executable, "-m", "lowres", "run", "demo", "--set", "stages=[rlvr]",
+                           "--set", "rlvr.start_from=base", "--set", "rlvr.max_completion_length=32",
+                           "--set", "rlvr.signal_check=refuse", "--set", "rlvr.signal_check_prompts=2",
+                           "--set", "rlvr.num_generations=2", "--set", "rlvr.per_device_train_batch_size=4",
+                           "--set", f"output.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, done.stderr[-2000:]
+    assert "% of completions hit rlvr.max_completion_length=32" in error[0]
+    assert "set rlvr.max_completion_length to 64" in error[0] and "rlvr.signal_check: warn" in error[0]
+    run = tmp_path / "demo" / "rlvr"
+    check = json.loads((run / "signal_check.json").read_text())
+    assert check["truncated_share"] > 0.5 and check["problems"][0]["kind"] == "truncation"
+    assert not (run / "checkpoints").exists() and not (run / "adapter").exists()  # no training started
+
+
+def test_lowres_check_needs_the_merged_model_or_says_what_to_do(tmp_path):
+    from lowres.cli import cli
+
+    result = CliRunner().invoke(cli, ["check", "demo", "--set", f"output.dir={tmp_path}"])
+    assert result.exit_code == 2
+    assert "no merged warmup model here; run the warmup and merge stages first" in result.output
+
+
+# ---------------------------------------------------------------- the control's reward
+
+
+def test_the_coin_flip_reward_ignores_the_answer():
+    from lowres.rewards import CoinFlipReward
+
+    right = [f"<think>x</think><answer>{i}</answer>" for i in range(400)]
+    wrong = [f"no answer at all {i}" for i in range(400)]
+    reward = CoinFlipReward(seed=0)
+    paid_right = reward(prompts=["p"] * 400, completions=right)
+    paid_wrong = reward(prompts=["p"] * 400, completions=wrong)
+    assert set(paid_right) | set(paid_wrong) == {0.0, 1.0}
+    # about half either way, whatever the completion says (binomial sd over 400: 2.5%)
+    assert 0.4 < sum(paid_right) / 400 < 0.6 and 0.4 < sum(paid_wrong) / 400 < 0.6
+    assert reward(prompts=["p"] * 400, completions=right) == paid_right  # seeded: reproducible
+    assert CoinFlipReward(seed=1)(prompts=["p"] * 400, completions=right) != paid_right
+    assert reward(prompts=None, completions=[None, {"odd": 1}]) in ([0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0])
