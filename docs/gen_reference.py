@@ -196,6 +196,14 @@ def _commands(group, ctx, prefix):
     return found
 
 
+def _metavar(param, ctx) -> str:
+    """click ≥ 8.2 takes the context; 8.1 does not."""
+    try:
+        return param.make_metavar(ctx)
+    except TypeError:
+        return param.make_metavar()
+
+
 def command_anchor(full_name: str) -> str:
     """The id of a command's heading on the CLI page: `lowres kk generate` → cmd-kk-generate."""
     rest = full_name.split()[1:]
@@ -238,7 +246,7 @@ def cli_reference_md() -> str:
             lines += ["| argument | required | type |", "|---|---|---|"]
             for p in arguments:
                 repeat = ", one or more" if p.nargs == -1 and p.required else (", any number" if p.nargs == -1 else "")
-                lines.append(f"| {_code(p.make_metavar(ctx))} | {'yes' if p.required else 'no'}{repeat} | "
+                lines.append(f"| {_code(_metavar(p, ctx))} | {'yes' if p.required else 'no'}{repeat} | "
                              f"{_type(p, ctx)} |")
             lines.append("")
         options = [p for p in command.params if isinstance(p, click.Option) and not p.hidden]
