@@ -31,7 +31,7 @@ def _text(text: str) -> str:
     out = []
     for part in parts:
         if part.startswith("`") and part.endswith("`") and len(part) > 1:
-            out.append(part.replace("|", "\\|"))
+            out.append(part)
         else:
             part = html.escape(part, quote=False)
             out.append(re.sub(r"([\\*_\[\]|#])", r"\\\1", part))
@@ -39,8 +39,9 @@ def _text(text: str) -> str:
 
 
 def _code(text: str) -> str:
-    """Inline code for a table cell (backticks doubled around text that holds one)."""
-    text = str(text).replace("|", "\\|")
+    """Inline code for a table cell (backticks doubled around text that holds one). A `|` inside a code
+    span does not split a Python-Markdown table cell, so it is left as it is."""
+    text = str(text)
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
@@ -271,7 +272,7 @@ def cli_reference_md() -> str:
                 notes = []
                 if p.multiple and "repeatable" not in (p.help or ""):
                     notes.append("repeatable")
-                if p.envvar:
+                if p.envvar and f"${p.envvar}" not in (p.help or ""):
                     notes.append(f"or ${p.envvar}")
                 help_text = _text(p.help or "")
                 if notes:
