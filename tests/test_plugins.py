@@ -1,5 +1,5 @@
 """The user's own tasks: a recipe's `plugins:`, `lowres eval --plugin`, the `lowres.tasks` entry points,
-and the README's "Bring your own task" example (fast: no model is loaded)."""
+and the manual's "Bring your own task" example (docs/tasks.md) (fast: no model is loaded)."""
 
 import re
 import subprocess
@@ -17,7 +17,7 @@ from lowres.tasks import get_task, list_tasks
 from lowres.tasks import plugins as plugins_module
 from lowres.tasks.plugins import load_entry_point_tasks, load_plugins
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TASKS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "tasks.md"
 MODEL = {"name_or_path": "embedded:smollm2-135m"}
 
 TASK_SOURCE = '''
@@ -282,11 +282,12 @@ def test_unknown_task_suggests_a_close_name():
     assert "did you mean" not in str(e.value) and "(known: " in str(e.value)
 
 
-# ---------------------------------------------------------------- the README example, as written
+# ---------------------------------------------------------------- the manual's example (docs/tasks.md), as written
 
 def readme_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("### Bring your own task")
+    """The manual's "Bring your own task" section (docs/tasks.md)."""
+    text = TASKS_PAGE.read_text(encoding="utf-8")
+    start = text.index("## Bring your own task")
     # up to the next heading (## or ###; a "# comment" inside a code block is not one)
     end = re.compile(r"\n#{2,3} ").search(text, start + 1)
     return text[start:end.start() if end else len(text)]
@@ -294,7 +295,7 @@ def readme_section() -> str:
 
 def readme_block(section: str, language: str) -> str:
     blocks = re.findall(rf"```{language}\n(.*?)```", section, re.S)
-    assert blocks, f"no ```{language} block under '### Bring your own task'"
+    assert blocks, f"no ```{language} block under '## Bring your own task' in docs/tasks.md"
     return blocks[0]
 
 

@@ -1,5 +1,6 @@
-"""The README is tested, not trusted: its YAML blocks are valid recipes, its `lowres …` command lines
-parse against the real Click commands, and the Colab notebook is valid and has no placeholders.
+"""The README and the manual (docs/*.md) are tested, not trusted: their YAML blocks are valid recipes,
+their `lowres …` command lines parse against the real Click commands, the README stays a landing page
+that links only into the repository, and the Colab notebook is valid and has no placeholders.
 
 Nothing here runs a command: each line is parsed with `make_context` (unknown options, missing
 arguments, bad choices and bad values fail) down the real group → subcommand tree, so options added
@@ -22,7 +23,10 @@ from lowres.recipe import RecipeError, bundled_recipes, load_recipe, recipe_from
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 NOTEBOOK = REPO / "notebooks" / "colab.ipynb"
+# The README is the landing page; the manual is in docs/.
+README_MAX_BYTES = 15_000
 
 SHELL_LANGS = {"bash", "console", "sh", "shell"}
 # Where a shell line stops being the `lowres` command: pipes, lists, redirections.
@@ -31,7 +35,7 @@ SHELL_OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "2>&1", "&>"
 MINIMAL_RECIPE = {"name": "readme-fragment", "model": {"name_or_path": "embedded:smollm2-135m"}}
 
 
-def fenced_blocks(text: str) -> list[tuple[str, int, str]]:
+def fenced_blocks(text: str, name: str = "README.md") -> list[tuple[str, int, str]]:
     """(language, line number of the opening fence, body) of every ``` block in a Markdown text."""
     blocks, lang, start, body = [], None, 0, []
     for number, line in enumerate(text.splitlines(), 1):
@@ -44,7 +48,7 @@ def fenced_blocks(text: str) -> list[tuple[str, int, str]]:
             lang = None
         else:
             body.append(line)
-    assert lang is None, f"README.md:{start}: a ``` block is never closed"
+    assert lang is None, f"{name}:{start}: a ``` block is never closed"
     return blocks
 
 
@@ -71,7 +75,8 @@ def command_lines(lang: str, start: int, body: str) -> list[tuple[int, str]]:
             continue
         # `… && lowres run` (the set-up line) holds a command too.
         for part in stripped.split(" && "):
-            part = part.strip()
+            # `CUDA_VISIBLE_DEVICES=1,2 lowres …`: environment assignments before the command
+            part = re.sub(r"^(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)+", "", part.strip())
             if part == "lowres" or part.startswith("lowres "):
                 found.append((number, part))
     return found
@@ -118,26 +123,87 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-README_TEXT = README.read_text(encoding="utf-8")
-BLOCKS = fenced_blocks(README_TEXT)
-YAML_BLOCKS = [(start, body) for lang, start, body in BLOCKS if lang in ("yaml", "yml")]
-COMMANDS = [(number, line) for lang, start, body in BLOCKS if lang in SHELL_LANGS
-            for number, line in command_lines(lang, start, body)]
+# Every Markdown file that is tested: the README and each page of the manual.
+MARKDOWN = [README, *sorted(DOCS.rglob("*.md"))]
+TEXTS = {path: path.read_text(encoding="utf-8") for path in MARKDOWN}
+BLOCKS = {path: fenced_blocks(text, str(path.relative_to(REPO))) for path, text in TEXTS.items()}
+# (file, line of the opening fence, body) of every ```yaml block; (file, line, command) of every command line.
+YAML_BLOCKS = [(path, start, body) for path, blocks in BLOCKS.items()
+               for lang, start, body in blocks if lang in ("yaml", "yml")]
+COMMANDS = [(path, number, line) for path, blocks in BLOCKS.items() for lang, start, body in blocks
+            if lang in SHELL_LANGS for number, line in command_lines(lang, start, body)]
 
 
-def test_readme_has_blocks_to_check():
-    assert YAML_BLOCKS, "no ```yaml block found in README.md"
-    assert len(COMMANDS) >= 20, f"only {len(COMMANDS)} `lowres` command lines found in README.md"
-    tour = {line.split("#")[0].split()[1] for _, line in COMMANDS if len(line.split()) > 1}
-    assert {"run", "eval", "kk", "recipes", "validate", "bench", "compare"} <= tour
+def where(path: Path, number: int) -> str:
+    return f"{path.relative_to(REPO)}:{number}"
 
 
-def plugin_source(plugin: str, yaml_start: int) -> str | None:
-    """The README's code for a plugin file a YAML block names: the last ```python block before that
+def _command_names(group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    names = set()
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
+            continue
+        names.add((*prefix, name))
+        if isinstance(command, click.Group):
+            names |= _command_names(command, click.Context(command, info_name=name, parent=ctx), (*prefix, name))
+    return names
+
+
+def test_markdown_has_blocks_to_check():
+    assert DOCS.is_dir() and len(MARKDOWN) > 5, "the manual (docs/*.md) is missing"
+    assert YAML_BLOCKS, "no ```yaml block found in README.md or docs/"
+    assert len(COMMANDS) >= 40, f"only {len(COMMANDS)} `lowres` command lines found in README.md and docs/"
+    readme = [line for path, _, line in COMMANDS if path == README]
+    assert len(readme) >= 8, f"only {len(readme)} `lowres` command lines in README.md"
+    # Every command and subcommand is shown at work somewhere, as a command line that parses.
+    shown = {tuple(shlex.split(line, comments=True)[1:3]) for _, _, line in COMMANDS}
+    shown |= {words[:1] for words in shown}
+    missing = _command_names(cli, click.Context(cli, info_name="lowres")) - shown
+    assert not missing, f"commands never shown in README.md or docs/: {sorted(' '.join(m) for m in missing)}"
+
+
+def test_readme_is_a_landing_page():
+    """Short, self-contained: nothing outside the repository is linked or named, and every link is a
+    file of the repository (the manual's pages)."""
+    size = len(README.read_bytes())
+    assert size <= README_MAX_BYTES, f"README.md is {size} bytes, over {README_MAX_BYTES}: move detail to docs/"
+    text = TEXTS[README]
+    assert not re.search(r"https?://", text), "README.md links outside the repository"
+    assert "../" not in text and "/work/" not in text and "ARCHITECTURE" not in text
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert any(link.startswith("docs/") for link in links), "README.md does not link into the manual"
+    for link in links:
+        target = REPO / link.split("#")[0]
+        assert target.exists(), f"README.md links to {link}, which is not in the repository"
+
+
+def test_readme_keeps_the_ci_test_command():
+    """.ci/run reads the first ``` block after the marker as the test command (see its awk line)."""
+    text = TEXTS[README]
+    assert text.count("<!-- ci:test-command -->") == 1
+    after = text.split("<!-- ci:test-command -->", 1)[1].lstrip("\n")
+    block = re.match(r"```bash\n(.+?)\n```", after, re.S)
+    assert block, "the ci:test-command marker must be followed by a ```bash block"
+    command = block.group(1)
+    assert command.count("\n") == 0 and "pip install" in command and command.rstrip().endswith("pytest")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "ci:test-command" in ci and "mkdocs build --strict" in ci
+
+
+def test_manual_names_nothing_outside_the_repository():
+    for path in MARKDOWN[1:]:
+        text = TEXTS[path]
+        for needle in ("../shared", "/work/", "ARCHITECTURE"):
+            assert needle not in text, f"{path.relative_to(REPO)} mentions {needle}"
+
+
+def plugin_source(path: Path, plugin: str, yaml_start: int) -> str | None:
+    """The page's code for a plugin file a YAML block names: the last ```python block before that
     block whose following prose names the file ("Save it as `my_tasks.py`")."""
-    lines = README_TEXT.splitlines()
+    lines = TEXTS[path].splitlines()
     found = None
-    for lang, start, body in BLOCKS:
+    for lang, start, body in BLOCKS[path]:
         end = start + body.count("\n") + 2  # the closing fence's line number
         if lang == "python" and end < yaml_start:
             between = "\n".join(lines[end:yaml_start - 1])
@@ -146,16 +212,16 @@ def plugin_source(plugin: str, yaml_start: int) -> str | None:
     return found
 
 
-@pytest.mark.parametrize("start,body", YAML_BLOCKS, ids=[f"README.md:{s}" for s, _ in YAML_BLOCKS])
-def test_readme_yaml_block_is_a_valid_recipe(start, body, tmp_path, monkeypatch):
-    where = f"README.md:{start}"
+@pytest.mark.parametrize("path,start,body", YAML_BLOCKS, ids=[where(p, s) for p, s, _ in YAML_BLOCKS])
+def test_yaml_block_is_a_valid_recipe(path, start, body, tmp_path, monkeypatch):
+    at = where(path, start)
     try:
         raw = yaml.safe_load(body)
     except yaml.YAMLError as e:
-        pytest.fail(f"{where}: YAML syntax error: {e}")
-    assert isinstance(raw, dict), f"{where}: a recipe block must be a mapping, got {type(raw).__name__}"
+        pytest.fail(f"{at}: YAML syntax error: {e}")
+    assert isinstance(raw, dict), f"{at}: a recipe block must be a mapping, got {type(raw).__name__}"
     whole = "name" in raw
-    # Plugin files the block names are the README's own code: write them where the recipe looks
+    # Plugin files the block names are the page's own code: write them where the recipe looks
     # (the working folder), and keep the tasks they register out of the other tests.
     import lowres.tasks
 
@@ -164,12 +230,12 @@ def test_readme_yaml_block_is_a_valid_recipe(start, body, tmp_path, monkeypatch)
     plugins = raw.get("plugins")
     for plugin in plugins if isinstance(plugins, list) else []:
         if isinstance(plugin, str) and plugin.endswith(".py"):
-            source = plugin_source(plugin, start)
-            assert source is not None, f"{where}: plugin {plugin} is not given in a ```python block before it"
+            source = plugin_source(path, plugin, start)
+            assert source is not None, f"{at}: plugin {plugin} is not given in a ```python block before it"
             (tmp_path / plugin).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / plugin).write_text(source, encoding="utf-8")
     try:
-        recipe = recipe_from_dict(copy.deepcopy(raw) if whole else _merge(MINIMAL_RECIPE, raw), where)
+        recipe = recipe_from_dict(copy.deepcopy(raw) if whole else _merge(MINIMAL_RECIPE, raw), at)
     except RecipeError as e:
         pytest.fail(str(e))
     # A block named after a bundled recipe shows that recipe: it must say what the file says.
@@ -177,12 +243,12 @@ def test_readme_yaml_block_is_a_valid_recipe(start, body, tmp_path, monkeypatch)
     if whole and recipe.name in bundled:
         shown, real = recipe.to_dict(), load_recipe(bundled[recipe.name]).to_dict()
         differ = {key: (shown[key], real[key]) for key in real if shown.get(key) != real[key]}
-        assert not differ, f"{where}: disagrees with {bundled[recipe.name].name} (README, file): {differ}"
+        assert not differ, f"{at}: disagrees with {bundled[recipe.name].name} (page, file): {differ}"
 
 
-@pytest.mark.parametrize("number,line", COMMANDS, ids=[f"README.md:{n}" for n, _ in COMMANDS])
-def test_readme_command_parses(number, line):
-    check_parses(line, f"README.md:{number}")
+@pytest.mark.parametrize("path,number,line", COMMANDS, ids=[where(p, n) for p, n, _ in COMMANDS])
+def test_command_line_parses(path, number, line):
+    check_parses(line, where(path, number))
 
 
 @pytest.mark.parametrize("line", [
@@ -204,6 +270,7 @@ def test_command_lines_join_continuations_and_skip_output():
     assert command_lines("bash", 1, "lowres env   # a comment\ncd x") == [(2, "lowres env   # a comment")]
     assert command_lines("bash", 1, "pip install -e . && lowres run") == [(2, "lowres run")]
     parse_lowres("lowres run my.yaml --dry-run | head -40")  # stops at the pipe
+    assert command_lines("console", 1, "$ CUDA_VISIBLE_DEVICES=1,2 lowres rlvr r.yaml") == [(2, "lowres rlvr r.yaml")]
 
 
 # ---------------------------------------------------------------- the Colab notebook

@@ -319,7 +319,7 @@ def test_fingerprints_follow_the_data_file(tmp_path):
     assert stage_fingerprints(recipe_from_dict(raw))["rlvr"] != after[0]
 
 
-# ------------------------------------------------------------------ the CLI and the README
+# ------------------------------------------------------------------ the CLI and the manual's example
 def test_eval_help_lists_task_spec():
     result = CliRunner().invoke(cli, ["eval", "--help"])
     assert result.exit_code == 0 and "--task-spec" in result.output
@@ -350,8 +350,9 @@ def test_eval_task_spec_registers_tasks(tmp_path, monkeypatch):
 
 
 def _readme_recipe() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    start = text.index("### Bring your own data (YAML only)")
+    """The capitals recipe as the manual shows it (docs/tasks.md)."""
+    text = (REPO / "docs" / "tasks.md").read_text(encoding="utf-8")
+    start = text.index("## Bring your own data (YAML only)")
     block = re.search(r"```yaml\n(.*?)```", text[start:], re.DOTALL)
     assert block and "tasks:" in block.group(1)
     return block.group(1)
@@ -385,7 +386,7 @@ def test_validate_names_the_bad_row(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_readme_example_runs_end_to_end(tmp_path, monkeypatch):
-    """`lowres run` on the README recipe at tiny sizes: GRPO on the YAML-only task, and each model's
+    """`lowres run` on the manual's recipe (docs/tasks.md) at tiny sizes: GRPO on the YAML-only task, and each model's
     evaluation in a child `lowres eval` that gets the task from --task-spec."""
     from lowres.pipeline import run_recipe
 
