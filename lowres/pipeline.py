@@ -31,10 +31,11 @@ from lowres.launch import run_stage
 from lowres.models import describe_model
 from lowres.recipe import DEFAULT_RECIPE, TRAINING_STAGES, Recipe, dump_recipe
 from lowres.report import comparison_lines, plot_comparison, plot_reward_curves, results_markdown, results_table
+from lowres.train.merge import adapter_is_unchanged
 from lowres.train.resume import set_aside_checkpoints
 from lowres.ui import console
 
-__all__ = ["DEFAULT_RECIPE", "plan", "run_recipe"]
+__all__ = ["DEFAULT_RECIPE", "adapter_is_unchanged", "plan", "run_recipe"]
 
 
 DONE = "done.json"
@@ -222,11 +223,15 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
         models = {"base": (recipe.model.name_or_path, None), "warmup": (str(merged), None),
                   "rlvr": (rlvr_start, run_dir / "rlvr" / "adapter"),
                   "rlvr-no-warmup": (recipe.model.name_or_path, run_dir / "rlvr-no-warmup" / "adapter")}
-        start_label = {"rlvr": "warmup" if recipe.rlvr.start_from == "warmup" else "base", "rlvr-no-warmup": "base"}
+        start_label = {"warmup": "base", "rlvr": "warmup" if recipe.rlvr.start_from == "warmup" else "base",
+                       "rlvr-no-warmup": "base"}
+        # The adapter that made each model from its start model (the merged warmup model holds the warmup's).
+        made_with = {**{label: adapter for label, (_, adapter) in models.items()},
+                     "warmup": run_dir / "warmup" / "adapter"}
         for label in _eval_labels(recipe):
             model_ref, adapter = models[label]
             same_as = start_label.get(label)
-            if same_as in results and adapter_is_unchanged(adapter):
+            if same_as in results and adapter_is_unchanged(made_with[label]):
                 results[label] = reuse_results(recipe, label, same_as, results[same_as])
             else:
                 results[label] = evaluate_stage_model(recipe, model_ref, adapter, label=label)
@@ -271,24 +276,18 @@ def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, l
     return load_results(out_root)
 
 
-def adapter_is_unchanged(adapter: Path | None) -> bool:
-    """Whether a LoRA adapter is still its initialisation: every B matrix zero, so it adds nothing to the
-    model. GRPO leaves it so when no step had a reward difference to learn from (every group's
-    completions scored alike): the model is then exactly the one it started from."""
-    if adapter is None or not (adapter / "adapter_model.safetensors").is_file():
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
-        b_names = [name for name in weights.keys() if "lora_B" in name]
-        return bool(b_names) and all(not weights.get_tensor(name).any() for name in b_names)
+def unchanged_text(label: str, same_as: str) -> str:
+    """Why `label`'s model is `same_as`'s model, in words (the console at eval time, and report.md)."""
+    why = ("no warmup step moved it: check the warmup's learning-rate schedule and its metrics.jsonl"
+           if label == "warmup" else "no GRPO step had a reward difference to learn from")
+    return (f"{label}: its adapter is unchanged from initialisation ({why}), so the model is the {same_as} "
+            f"model — its scores are {same_as}'s")
 
 
 def reuse_results(recipe: Recipe, label: str, same_as: str, results: list[EvalResult]) -> list[EvalResult]:
     """`label`'s scores when its model is `same_as`'s model unchanged: the same results, relabelled and
     written to its eval folder, instead of sampling the same model twice."""
-    console.print(f"eval {label}: its adapter is unchanged from initialisation (no GRPO step had a reward "
-                  f"difference to learn from), so the model is the {same_as} model — its scores are {same_as}'s")
+    console.print(f"[yellow]eval {unchanged_text(label, same_as)}[/yellow]")
     out_root = recipe.run_dir / "eval" / label
     fingerprint = eval_fingerprint(recipe, EVAL_MADE_BY[label])
     if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
@@ -306,6 +305,10 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
     run_dir = recipe.run_dir
     lines = [f"# {recipe.name}\n", f"{recipe.description}\n", f"Model: {describe_model(recipe.model.name_or_path)}\n",
              "## Accuracy (%), mean ± std over samples (share of well-formed answers)\n", results_markdown(results)]
+    unchanged = [unchanged_text(label, record["same_as"]) for label in results
+                 if isinstance(record := read_json(run_dir / "eval" / label / DONE), dict) and record.get("same_as")]
+    if unchanged:
+        lines += ["## Models that did not change\n", "\n".join(f"- {line}" for line in unchanged) + "\n"]
     compared = comparison_lines(results)
     if compared:
         for line in compared:

@@ -10,6 +10,7 @@ from rich.progress import TextColumn
 from transformers import TrainerCallback
 
 from lowres.artifacts import append_jsonl
+from lowres.errors import UserError
 from lowres.ui import progress
 
 
@@ -52,6 +53,29 @@ class MetricsLogger(TrainerCallback):
             return
         record = {"stage": self.stage, "step": state.global_step, "time": round(time.time(), 2), **logs}
         append_jsonl(self.path, record)
+
+
+class ScheduleGuard(TrainerCallback):
+    """Stop before the first step when the trainer's own learning-rate schedule gives every one of its steps a
+    learning rate of 0, so training would leave the adapter as it started. The recipe check refuses such a
+    max_steps up front (lowres.recipe.check_schedule); this catches the step count that num_train_epochs
+    makes from the data, known only here."""
+
+    def __init__(self, section: str):
+        self.section = section  # the recipe section: warmup or rlvr
+
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        factors = getattr(lr_scheduler, "lr_lambdas", None)
+        steps = state.max_steps
+        if not factors or steps < 1 or any(factors[0](s) > 0 for s in range(steps)):
+            return
+        warmup = args.get_warmup_steps(steps)
+        s, schedule = self.section, getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+        raise UserError(f"{s}: each of its {steps} optimizer step{'s' if steps != 1 else ''} (num_train_epochs "
+                        f"{args.num_train_epochs:g} over the data) has learning rate 0 — the {schedule} schedule "
+                        f"warms up from 0 over {warmup} step{'s' if warmup != 1 else ''} — so the weights "
+                        f"would never move; set {s}.warmup_ratio: 0, or more steps ({s}.num_train_epochs, more data, "
+                        f"or a smaller {s}.gradient_accumulation_steps)")
 
 
 class LiveView(TrainerCallback):

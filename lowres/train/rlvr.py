@@ -41,7 +41,7 @@ from lowres.train.backend import (
     trainable_in_fp32,
     uses_gradient_checkpointing,
 )
-from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
+from lowres.train.callbacks import LiveView, MetricsLogger, ScheduleGuard, peak_memory
 from lowres.train.common import (
     ddp_args,
     drop_default_printer,
@@ -408,7 +408,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     trainer = lowres_grpo_trainer(recipe, hw)(
         model=model, reward_funcs=reward_funcs, args=args,
         train_dataset=dataset, processing_class=tokenizer,
-        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
+        callbacks=[ScheduleGuard("rlvr"), MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
                    live, *callbacks],
     )
     drop_default_printer(trainer)

@@ -23,7 +23,7 @@ from lowres.recipe import Recipe
 from lowres.tasks.base import r1_messages
 from lowres.tasks.data import read_trace_file
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
-from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
+from lowres.train.callbacks import LiveView, MetricsLogger, ScheduleGuard, peak_memory
 from lowres.train.common import (
     ddp_args,
     drop_default_printer,
@@ -137,7 +137,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     trainer = SFTTrainer(
         model=model, args=args, processing_class=tokenizer,
         train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held_out) if held_out else None,
-        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "warmup"), live, *callbacks],
+        callbacks=[ScheduleGuard("warmup"), MetricsLogger(out_dir / "metrics.jsonl", "warmup"), live, *callbacks],
     )
     drop_default_printer(trainer)
     trainable_in_fp32(trainer.model, hw)
