@@ -485,10 +485,12 @@ def distill(teacher_ref, api_base, api_model, api_key, engine, puzzles, count, p
 
 # ---------------------------------------------------------------- training stages
 
-def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | None = None):
+def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | None = None,
+            stage: str | None = None, force: bool = False):
     """Load, validate and check a recipe (lowres.preflight) before any work. num_processes: the
     --num-processes option (the recipe's num_processes otherwise). Inside a launch started by hand
-    (`accelerate launch -m lowres warmup …`) the launch's process count is the recipe's."""
+    (`accelerate launch -m lowres warmup …`) the launch's process count is the recipe's.
+    stage: the stage a stage command runs, refused unless the recipe lists it or `force` is given."""
     from lowres.distributed import in_launch, process_count
 
     extra = [f"num_processes={num_processes}"] if num_processes is not None else []
@@ -502,8 +504,39 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | N
             raise UserError(f"launched as {process_count()} processes, but num_processes is {recipe.num_processes}; "
                             "make them agree (or drop --num-processes and let the launch decide)")
         recipe = load_recipe(resolve_recipe_path(recipe_file), [*overrides, f"num_processes={process_count()}"])
-    check_recipe(recipe)
+    if stage is not None and not force:
+        require_stage(recipe, stage)
+    check_recipe(recipe, also=(stage,) if stage else ())
     return recipe
+
+
+def require_stage(recipe, stage: str) -> None:
+    """A one-line UserError when `recipe` does not list `stage`: its settings may be the defaults, sized for a
+    GPU, rather than any the user chose. rlvr --no-warmup (stage rlvr-no-warmup) runs the rlvr section, so a
+    recipe listing rlvr gives it its settings."""
+    listed = stage in recipe.stages or (stage == "rlvr-no-warmup" and "rlvr" in recipe.stages)
+    if listed:
+        return
+    where = f"{recipe.source}: stages: {stage} is not one of this recipe's stages ({', '.join(recipe.stages)})"
+    if stage == "warmup":
+        w, data = recipe.warmup, recipe.data.warmup
+        settings = (f"data.warmup.source {data.source}"
+                    + (f", data.warmup.n_puzzles {data.n_puzzles}" if data.source == "kk-solver" else "")
+                    + f", warmup.num_train_epochs {w.num_train_epochs:g}, warmup.max_steps {w.max_steps}, "
+                      f"warmup.load_in_4bit {w.load_in_4bit}")
+        sections = "warmup: and data.warmup:"
+    else:
+        r, target = recipe.rlvr, recipe.data.target
+        settings = (f"data.target.task {target.task}, data.target.n_examples {target.n_examples}, rlvr.max_steps "
+                    f"{r.max_steps}, rlvr.num_train_epochs {r.num_train_epochs:g}, rlvr.num_generations "
+                    f"{r.num_generations}, rlvr.max_completion_length {r.max_completion_length}")
+        sections = "rlvr: and data.target:"
+        if stage == "rlvr-no-warmup":
+            where += " and neither is rlvr, whose settings --no-warmup runs"
+            stage = "rlvr"
+    raise UserError(f"{where}; it would train with {settings} (the defaults, sized for a GPU, where the recipe sets "
+                    f"nothing); add {stage} to stages with the {sections} settings you want, or pass --force to train "
+                    "with these")
 
 
 @cli.command()
@@ -511,10 +544,14 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | N
 @set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/warmup).")
 @processes_option
-def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None, num_processes: int | None) -> None:
+@click.option("--force", is_flag=True, help="Train even when the recipe's stages do not list warmup (with its "
+                                            "warmup: settings, or their defaults).")
+def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None, num_processes: int | None,
+           force: bool) -> None:
     """Stage 1: (Q)LoRA SFT on long chain-of-thought traces. Rerun to resume after an interruption."""
-    recipe = _recipe(recipe_file, overrides, num_processes)
-    if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes, out=out)):
+    recipe = _recipe(recipe_file, overrides, num_processes, stage="warmup", force=force)
+    if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes, out=out,
+                                                        force=force)):
         return
     _training_start(recipe)
     from lowres.train.warmup import run_warmup
@@ -572,13 +609,17 @@ def export(run_or_model: Path, out: Path, adapter: Path | None, chat_template: s
               help="The no-warmup baseline: the same GRPO from the base model, into runs/<name>/rlvr-no-warmup.")
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/rlvr).")
 @processes_option
+@click.option("--force", is_flag=True, help="Train even when the recipe's stages do not list rlvr (with its rlvr: "
+                                            "and data.target: settings, or their defaults).")
 def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no_warmup: bool,
-         out: Path | None, num_processes: int | None) -> None:
+         out: Path | None, num_processes: int | None, force: bool) -> None:
     """Stage 2: LoRA GRPO with the target task's verifiable reward on ≤100 examples."""
     if no_warmup and model_ref:
         raise UserError("--no-warmup starts from the recipe's base model; drop --model")
-    recipe = _recipe(recipe_file, overrides, num_processes)
-    args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup, out=out)
+    recipe = _recipe(recipe_file, overrides, num_processes, stage="rlvr-no-warmup" if no_warmup else "rlvr",
+                     force=force)
+    args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup, out=out,
+                       force=force)
     if _launch_if_several(recipe, "rlvr", args):
         return
     _training_start(recipe)

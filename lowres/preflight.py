@@ -59,11 +59,11 @@ def _check_task(recipe: Recipe, where: str, name: str) -> None:
         raise _blame(recipe, where, str(e)) from None
 
 
-def _check_spec_tasks(recipe: Recipe) -> None:
+def _check_spec_tasks(recipe: Recipe, stages: list[str]) -> None:
     """The local files of the recipe's `tasks:` that a stage uses: they exist and every row has the fields
     (a bad row is named by file and line); hf: sources are read when the stage runs."""
-    used = set(recipe.eval.tasks) if "eval" in recipe.stages else set()
-    if "rlvr" in recipe.stages:  # (rlvr-no-warmup needs rlvr)
+    used = set(recipe.eval.tasks) if "eval" in stages else set()
+    if "rlvr" in stages or "rlvr-no-warmup" in stages:
         used.add(recipe.data.target.task)
     from lowres.tasks import get_task
 
@@ -80,14 +80,14 @@ def _check_spec_tasks(recipe: Recipe) -> None:
                 raise _blame(recipe, f"tasks.{name}.{key}", str(e)) from None
 
 
-def _check_backend_settings(recipe: Recipe) -> None:
+def _check_backend_settings(recipe: Recipe, stages: list[str]) -> None:
     """Settings the training backend this machine gives the recipe cannot honour: refused now, in one line,
     rather than silently ignored (the unsloth backend) or failing at the first optimizer step (8-bit
     optimizers without CUDA)."""
     from lowres.hardware import detect
     from lowres.recipe import CUDA_ONLY_OPTIMIZERS
 
-    training = [s for s in ("warmup", "rlvr") if s in recipe.stages]  # (rlvr-no-warmup needs rlvr)
+    training = [s for s in ("warmup", "rlvr") if s in stages or (s == "rlvr" and "rlvr-no-warmup" in stages)]
     if not training:
         return
     hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
@@ -103,9 +103,12 @@ def _check_backend_settings(recipe: Recipe) -> None:
                              "Unsloth's trainer ignores it: set auto, or model.backend: transformers")
 
 
-def check_recipe(recipe: Recipe) -> None:
-    """Raise a one-line RecipeError for the first thing in `recipe` that cannot work."""
-    stages = recipe.stages
+def check_recipe(recipe: Recipe, also: tuple[str, ...] = ()) -> None:
+    """Raise a one-line RecipeError for the first thing in `recipe` that cannot work. also: stages to check
+    besides the recipe's own (a stage command run with --force on a recipe that does not list it)."""
+    stages = [*recipe.stages, *(s for s in also if s not in recipe.stages)]
+    if "rlvr-no-warmup" in stages and "rlvr" not in stages:  # the baseline runs the rlvr stage's settings
+        stages.append("rlvr")
     problem = check_model_ref(recipe.model.name_or_path)
     if problem:
         raise _blame(recipe, "model.name_or_path", problem)
@@ -114,7 +117,7 @@ def check_recipe(recipe: Recipe) -> None:
     if "eval" in stages:
         for i, name in enumerate(recipe.eval.tasks):
             _check_task(recipe, f"eval.tasks[{i}]", name)
-    _check_spec_tasks(recipe)
+    _check_spec_tasks(recipe, stages)
     source = recipe.data.warmup.source
     if "warmup" in stages and source != "kk-solver":
         from lowres.tasks.data import read_trace_file
@@ -144,7 +147,7 @@ def check_recipe(recipe: Recipe) -> None:
         if tracker in recipe.output.report_to and not any(importlib.util.find_spec(m) for m in modules):
             raise _blame(recipe, "output.report_to", f"{tracker} is not installed: pip install {install} "
                                                       "(or remove it from report_to)")
-    _check_backend_settings(recipe)
+    _check_backend_settings(recipe, stages)
     try:
         output_folder(recipe.run_dir, "run folder", create=False)
     except UserError as e:
