@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -27,9 +28,57 @@ def _blame(recipe: Recipe, where: str, problem: str) -> RecipeError:
     return RecipeError(f"{recipe.source}: {where}: {problem}", where, problem)
 
 
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's and datasets' true values
+
+
+def offline_variable(datasets: bool = False) -> str | None:
+    """The environment variable that makes the Hugging Face libraries offline (None: online), read now, as a
+    stage's process reads it when it starts: HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE (huggingface_hub's
+    rule); for datasets, HF_DATASETS_OFFLINE decides when it is set."""
+    if datasets and os.environ.get("HF_DATASETS_OFFLINE") is not None:
+        return "HF_DATASETS_OFFLINE" if os.environ["HF_DATASETS_OFFLINE"].strip().upper() in _TRUE else None
+    name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+    return name if os.environ.get(name, "").strip().upper() in _TRUE else None
+
+
+def hub_model_cache_problem(ref: str) -> str | None:
+    """Why the Hub model `ref` cannot be loaded from the Hugging Face cache alone (None: it can): no cached
+    snapshot, or one without a readable config and whole weights."""
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        folder = snapshot_download(ref, local_files_only=True)
+    except Exception:  # LocalEntryNotFoundError, or an id the cache cannot hold
+        return f"{ref} is not in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    try:
+        check_model_folder(Path(folder), ref)
+    except UserError as e:
+        return f"{ref} is only partly in the Hugging Face cache ({e})"
+    return None
+
+
+def datasets_cache() -> Path:
+    """Where `datasets` keeps the datasets it has prepared (its HF_DATASETS_CACHE, as it reads it at import)."""
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return Path(home).expanduser() / "datasets"
+
+
+def hub_dataset_cached(name: str, config: str | None) -> bool:
+    """Whether `datasets.load_dataset(name, config)` can be answered offline: a dataset it prepared before
+    (<HF_DATASETS_CACHE>/<namespace>___<name in snake case>/<config>/<version>/<hash>/, the folders its
+    offline fallback looks in). A Hub snapshot alone is not enough: offline, datasets does not read it."""
+    parts = name.split("/")
+    last = re.sub(r"([a-z\d])([A-Z])", r"\1_\2", re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", parts[-1])).lower()
+    root = datasets_cache() / "___".join([*parts[:-1], last])
+    return any(p.is_dir() for p in root.glob(f"{config or '*'}/*/*"))
+
+
 def check_model_ref(ref: str) -> str | None:
     """What is wrong with a model reference, or None: an embedded name we ship, an existing model
-    folder, or something shaped like a Hub id."""
+    folder, or something shaped like a Hub id — one that is in the Hugging Face cache when the Hub is
+    offline."""
     if ref.startswith(EMBEDDED_PREFIX):
         name = ref[len(EMBEDDED_PREFIX):]
         if name in EMBEDDED:
@@ -47,6 +96,31 @@ def check_model_ref(ref: str) -> str | None:
         return None
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or not _HUB_ID.match(ref):
         return f"no such folder {ref}, and not a Hugging Face Hub id (owner/name)"
+    offline = offline_variable()
+    if offline:
+        problem = hub_model_cache_problem(ref)
+        if problem:
+            return (f"{problem} and {offline} is set, so it cannot be downloaded; download it where there is "
+                    f"network (hf download {ref}) or set model.name_or_path to a local model folder (config.json "
+                    "and the weights)")
+    return None
+
+
+def check_hub_dataset(source: str, config: str | None, key: str) -> str | None:
+    """What is wrong with a task spec's hf: source (recipe key `key`), or None: a local folder (hf:/path)
+    that exists, or a Hub dataset — prepared in the datasets cache when the Hub is offline."""
+    name = source[len("hf:"):].strip()
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return None
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or not _HUB_ID.match(name):
+        return (f"{source}: no such folder {local}, and not a Hugging Face dataset id (owner/name); set {key} to a "
+                "local .jsonl, .csv or .parquet file, or to hf:<a folder of data files>")
+    offline = offline_variable(datasets=True)
+    if offline and not hub_dataset_cached(name, config):
+        return (f"{source} is not in the datasets cache ({datasets_cache()}) and {offline} is set, so it cannot be "
+                f"downloaded; set {key} to a local .jsonl, .csv or .parquet file, or to hf:/path/to/a/folder of "
+                "data files")
     return None
 
 
@@ -60,8 +134,9 @@ def _check_task(recipe: Recipe, where: str, name: str) -> None:
 
 
 def _check_spec_tasks(recipe: Recipe, stages: list[str]) -> None:
-    """The local files of the recipe's `tasks:` that a stage uses: they exist and every row has the fields
-    (a bad row is named by file and line); hf: sources are read when the stage runs."""
+    """The sources of the recipe's `tasks:` that a stage uses: local files exist and every row has the fields
+    (a bad row is named by file and line); an hf: folder exists, and an hf: dataset can be had (offline: it is
+    in the datasets cache). hf: rows are read when the stage runs."""
     used = set(recipe.eval.tasks) if "eval" in stages else set()
     if "rlvr" in stages or "rlvr-no-warmup" in stages:
         used.add(recipe.data.target.task)
@@ -72,7 +147,12 @@ def _check_spec_tasks(recipe: Recipe, stages: list[str]) -> None:
             continue
         for key, split in (("train", "train"), ("test", "test")):
             source = getattr(spec, key)
-            if source is None or source.startswith("hf:"):
+            if source is not None and source.startswith("hf:"):
+                problem = check_hub_dataset(source, spec.hf_config, f"tasks.{name}.{key}")
+                if problem:
+                    raise _blame(recipe, f"tasks.{name}.{key}", problem)
+                continue
+            if source is None:
                 continue
             try:
                 get_task(name).load(split)

@@ -20,7 +20,9 @@ TINY = [
 
 
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
-def test_dry_run_every_bundled_recipe(name):
+def test_dry_run_every_bundled_recipe(name, monkeypatch):
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # as online: offline, an uncached Hub model is refused
+        monkeypatch.delenv(variable, raising=False)
     result = CliRunner().invoke(cli, ["run", name, "--dry-run"])
     assert result.exit_code == 0, result.output
     assert f"plan: {name}" in result.output and f"name: {name}" in result.output
