@@ -107,11 +107,19 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
     limit = recipe.eval.limit
     limit_text = (f", {limit} questions" if isinstance(limit, int)
                   else ", questions " + ", ".join(f"{t}: {n}" for t, n in limit.items()) if limit else "")
+    notes = []
+    examples = f"{target.n_examples}"
+    if "rlvr" in recipe.stages:  # the rows GRPO will train on, counted now (data only, no model)
+        from lowres.train.examples import rlvr_examples
+
+        chosen = rlvr_examples(recipe)
+        examples = f"{len(chosen.rows)}"
+        notes = [f"[yellow]rlvr: {note}[/yellow]" for note in chosen.notes()]
     what = {
         "warmup": f"LoRA SFT on {recipe.data.warmup.source} traces "
                   f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base); {warmup_batch_text(recipe)}",
         "merge": "merge the warmup adapter into the 16-bit base",
-        "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model; "
+        "rlvr": f"GRPO on {examples} {target.task} examples from the {recipe.rlvr.start_from} model; "
                 f"{rlvr_batch_text(recipe)}",
         "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
         "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples{limit_text}"
@@ -125,7 +133,7 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
         elif stage in fingerprints and _is_done(folder, fingerprints[stage]):
             note = " [green](done, will skip)[/green]"
         table.add_row(stage, what[stage] + note, str(folder))
-    table.caption = f"model: {describe_model(recipe.model.name_or_path)}"
+    table.caption = "\n".join([f"model: {describe_model(recipe.model.name_or_path)}", *notes])
     if recipe.num_processes > 1:
         from lowres.hardware import MULTI_PROCESS_BACKEND
 

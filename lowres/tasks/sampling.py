@@ -37,15 +37,7 @@ def sample_examples(
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise UserError(f"the number of examples must be a positive integer, got {n!r}")
-    excluded_ids = {str(i) for i in exclude_ids}
-    # A row without a question field has text "": that matches nothing (or a task whose rows carry
-    # only numbers, like the README's Sums, would have every row excluded).
-    excluded_texts = {normalize_text(t) for t in exclude_texts if isinstance(t, str) and t.strip()}
-    pool = [
-        (index, row) for index, row in enumerate(rows)
-        if str(row.get("id")) not in excluded_ids
-        and (not excluded_texts or normalize_text(row_text(row)) not in excluded_texts)
-    ]
+    pool = eligible(rows, exclude_ids, exclude_texts)
     if n > len(pool):
         raise UserError(f"asked for {n} examples but only {len(pool)} are available after exclusions")
     rng = random.Random(seed)
@@ -54,6 +46,20 @@ def sample_examples(
     else:
         chosen = _stratified(pool, n, stratify_by, rng)
     return [row for _, row in sorted(chosen, key=lambda pair: pair[0])]
+
+
+def eligible(rows: Sequence[dict[str, Any]], exclude_ids: Iterable[Any] = (),
+             exclude_texts: Iterable[str] = ()) -> list[tuple[int, dict[str, Any]]]:
+    """(index, row) of the rows `sample_examples` may pick: no excluded id, no excluded question text."""
+    excluded_ids = {str(i) for i in exclude_ids}
+    # A row without a question field has text "": that matches nothing (or a task whose rows carry
+    # only numbers, like the README's Sums, would have every row excluded).
+    excluded_texts = {normalize_text(t) for t in exclude_texts if isinstance(t, str) and t.strip()}
+    return [
+        (index, row) for index, row in enumerate(rows)
+        if str(row.get("id")) not in excluded_ids
+        and (not excluded_texts or normalize_text(row_text(row)) not in excluded_texts)
+    ]
 
 
 def _stratified(pool: list[tuple[int, dict]], n: int, column: str, rng: random.Random) -> list[tuple[int, dict]]:

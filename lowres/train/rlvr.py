@@ -31,7 +31,6 @@ from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings
 from lowres.rewards import reward_functions
 from lowres.tasks import get_task
-from lowres.tasks.sampling import disjoint_train_subset
 from lowres.train.backend import (
     activations_need_checkpointing,
     checkpointing_active,
@@ -51,6 +50,7 @@ from lowres.train.common import (
     save_stage_output,
     tracking_args,
 )
+from lowres.train.examples import rlvr_examples
 from lowres.train.resume import finished_before, resume_point
 from lowres.ui import console
 
@@ -288,17 +288,12 @@ def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
 
 
 def training_rows(recipe: Recipe) -> list[dict]:
-    """The ≤N training examples, disjoint (by id and question text) from the rows the eval stage scores."""
-    target = recipe.data.target
-    task = get_task(target.task)
-    eval_rows = (task.load("test", limit=recipe.eval.limit_for(target.task), seed=recipe.seed)
-                 if target.task in recipe.eval.tasks else [])
-    load_kwargs = {"category": target.category} if target.category else {}
-    picked = disjoint_train_subset(task, target.n_examples, seed=target.seed, eval_rows=eval_rows,
-                                   path=target.path, **load_kwargs)
-    if not picked:
-        raise UserError(f"data.target: no {target.task} training examples left after removing eval questions")
-    return picked
+    """The ≤N training examples, disjoint (by id and question text) from the rows the eval stage scores
+    (lowres.train.examples); says when they are fewer than asked for, or more than the method is about."""
+    examples = rlvr_examples(recipe)
+    for note in examples.notes():
+        console.print(f"[yellow]rlvr: {note}[/yellow]")
+    return examples.rows
 
 
 def build_dataset(rows: list[dict], tokenizer, recipe: Recipe):
