@@ -178,7 +178,12 @@ def env() -> None:
     else:
         table.add_row("backend", hw.backend + (" (imports)" if hw.backend == "unsloth" else ""))
     table.add_row("dtype", hw.dtype)
-    table.add_row("why", "\n".join(hw.reasons))
+    from lowres.hardware import resolve_load_in_4bit
+
+    four_bit, why = resolve_load_in_4bit("auto", hw.device)
+    table.add_row("warmup base", f"{'4-bit (QLoRA)' if four_bit else '16-bit'} where warmup.load_in_4bit is auto "
+                  "(the default)")
+    table.add_row("why", "\n".join([*hw.reasons, f"warmup.load_in_4bit {why}"]))
     from lowres.hardware import MULTI_PROCESS_BACKEND
 
     gpus = torch.cuda.device_count()

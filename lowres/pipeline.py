@@ -107,6 +107,9 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
     limit = recipe.eval.limit
     limit_text = (f", {limit} questions" if isinstance(limit, int)
                   else ", questions " + ", ".join(f"{t}: {n}" for t, n in limit.items()) if limit else "")
+    from lowres.hardware import resolve_load_in_4bit
+
+    four_bit, four_bit_why = resolve_load_in_4bit(recipe.warmup.load_in_4bit)
     notes = []
     examples = f"{target.n_examples}"
     if "rlvr" in recipe.stages:  # the rows GRPO will train on, counted now (data only, no model)
@@ -116,8 +119,10 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
         examples = f"{len(chosen.rows)}"
         notes = [f"[yellow]rlvr: {note}[/yellow]" for note in chosen.notes()]
     what = {
-        "warmup": f"LoRA SFT on {recipe.data.warmup.source} traces "
-                  f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base); {warmup_batch_text(recipe)}",
+        "warmup": f"{'QLoRA' if four_bit else 'LoRA'} SFT on {recipe.data.warmup.source} traces "
+                  f"({'4-bit' if four_bit else '16-bit'} base"
+                  f"{'' if four_bit_why == 'asked for' else '; load_in_4bit ' + four_bit_why}); "
+                  f"{warmup_batch_text(recipe)}",
         "merge": "merge the warmup adapter into the 16-bit base",
         "rlvr": f"GRPO on {examples} {target.task} examples from the {recipe.rlvr.start_from} model; "
                 f"{rlvr_batch_text(recipe)}",

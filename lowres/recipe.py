@@ -130,7 +130,9 @@ class DataSection:
 class WarmupSection:
     """Stage 1: (Q)LoRA supervised fine-tuning on long chain-of-thought traces."""
 
-    load_in_4bit: bool = _f(True, help="QLoRA: base weights in 4-bit NF4")
+    load_in_4bit: bool | Literal["auto"] = _f(
+        "auto", help="QLoRA: base weights in 4-bit NF4. auto: 4-bit on a CUDA GPU with bitsandbytes installed, "
+        "16-bit elsewhere (`lowres env` and the plan show which)")
     learning_rate: float = _f(1e-4, min=0.0, min_exclusive=True)
     num_train_epochs: float = _f(3.0, min=0.0, min_exclusive=True)
     max_steps: int = _f(-1, min=-1, help="-1: run num_train_epochs")

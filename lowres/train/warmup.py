@@ -17,7 +17,7 @@ from pathlib import Path
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import stage_fingerprints
-from lowres.hardware import Hardware, detect, loss_dtype
+from lowres.hardware import Hardware, detect, loss_dtype, resolve_load_in_4bit
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe
 from lowres.tasks.base import r1_messages
@@ -114,7 +114,8 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     examples = load_warmup_examples(recipe)
     checkpointing = uses_gradient_checkpointing(hw, recipe.model.name_or_path,
                                                 cfg.per_device_train_batch_size * recipe.model.max_seq_length)
-    model, tokenizer = load_trainable(recipe.model.name_or_path, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
+    four_bit, _ = resolve_load_in_4bit(cfg.load_in_4bit, hw.device)
+    model, tokenizer = load_trainable(recipe.model.name_or_path, hw, cfg.lora, load_in_4bit=four_bit,
                                       max_seq_length=recipe.model.max_seq_length, seed=recipe.seed,
                                       gradient_checkpointing=checkpointing)
     pairs, dropped = to_text_pairs(examples, tokenizer, recipe)
@@ -144,7 +145,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     if resume:
         console.print(f"resuming warmup from {resume}")
     memory_settings = {"warmup.per_device_train_batch_size": cfg.per_device_train_batch_size,
-                       "model.max_seq_length": recipe.model.max_seq_length, "warmup.load_in_4bit": cfg.load_in_4bit}
+                       "model.max_seq_length": recipe.model.max_seq_length, "warmup.load_in_4bit": four_bit}
     try:
         with oom_guard("warmup", memory_settings, checkpointing), disk_guard(out_dir, "warmup"):
             result = trainer.train(resume_from_checkpoint=resume)
@@ -155,7 +156,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     summary = {
         "examples": len(examples), "dropped_over_max_seq_length": dropped, "train_examples": len(train),
         "held_out_examples": len(held_out), "steps": result.global_step, "train_loss": result.training_loss,
-        "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": cfg.load_in_4bit,
+        "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": four_bit,
         "backend": hw.backend, "dtype": hw.dtype,
         "loss_dtype": str(autocast or hw.dtype).removeprefix("torch."), "gradient_checkpointing": checkpointing,
         "peak_memory": peak_memory(), "processes": recipe.num_processes,
