@@ -140,7 +140,8 @@ def describe(recipe: Recipe) -> list[str]:
         line = (f"{stage} on this {hw.device} ({hw.backend}): ≈{_gib(weights + adapter)} for weights ({precision}) "
                 "and LoRA state; " + activation_text(config, hw, rows, length, weights + adapter,
                                                     f"{stage}.per_device_train_batch_size × {length_text}",
-                                                    "the sampling cache" if stage == "rlvr" else None))
+                                                    ["the output logits", *(["the sampling cache"]
+                                                                            if stage == "rlvr" else [])]))
         if stage == "rlvr" and vllm:
             share = f"{VLLM_GPU_SHARE:.0%} of the GPU"
             if hw.vram_gb:
@@ -151,7 +152,7 @@ def describe(recipe: Recipe) -> list[str]:
 
 
 def activation_text(config: dict, hw, rows: int, length: int, static: float, what: str,
-                    also: str | None = None) -> str:
+                    also: list[str] = ()) -> str:
     """The activations a training micro-batch of `rows` × `length` tokens keeps for its backward pass, in words
     and, where lowres trains without gradient checkpointing (a CPU micro-batch that fits), in GiB
     (lowres.train.backend.activation_bytes, for the longest micro-batch the settings allow), with the total
@@ -170,7 +171,11 @@ def activation_text(config: dict, hw, rows: int, length: int, static: float, wha
                 f"≈{_gib(activations)}, over {CPU_ACTIVATION_SHARE:.0%} of this machine's memory, so gradient "
                 "checkpointing recomputes them instead")
     return (f"plus ≈{_gib(activations)} of activations for a micro-batch of up to {tokens} tokens ({what}): "
-            f"≈{_gib(static + activations)} in all, before the Python runtime{' and ' + also if also else ''}")
+            f"≈{_gib(static + activations)} in all, before {_and(['the Python runtime', *also])}")
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 # Checkpoints a training stage keeps at once: transformers' save_total_limit (2) plus the one being written.

@@ -89,7 +89,7 @@ def test_the_dry_runs_memory_lines_count_the_activations_on_a_cpu(monkeypatch):
     # The demo's GRPO micro-batch: 8 rows × (384 prompt + 384 completion tokens)
     assert f"plus ≈{8 * 768 * per_token / 2**30:.1f} GiB of activations for a micro-batch of up to 6144 tokens " \
            "(rlvr.per_device_train_batch_size × (rlvr.max_prompt_length + rlvr.max_completion_length))" in rlvr
-    assert "in all, before the Python runtime and the sampling cache" in rlvr
+    assert "in all, before the Python runtime, the output logits and the sampling cache" in rlvr
     warmup = next(line for line in lines if line.startswith("warmup"))
     assert "a micro-batch of up to 2048 tokens (warmup.per_device_train_batch_size × model.max_seq_length)" in warmup
 
