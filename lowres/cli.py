@@ -768,7 +768,9 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, forc
 @click.option("--model-config", type=click.Choice(list(MODEL_CONFIGS)),
               help="Measure on a randomly initialised model of this shape instead of the recipe's model "
                    "(nothing downloaded).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures here.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the figures here; at runs/<name>/bench.json `lowres run` uses them for its time "
+                   "estimate.")
 def bench(recipe_file, overrides, steps, stages, backend, model_config, json_path) -> None:
     """Measure a recipe on this machine: a few real steps of each stage, per backend — step time,
     tokens/s, peak memory, whether it fits, and the whole recipe's estimated wall time."""

@@ -205,6 +205,7 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
     fingerprints = stage_fingerprints(recipe)
     run_dir = recipe.run_dir.resolve()
     merged = run_dir / "merge"
+    say_how_long(recipe, fingerprints)
 
     def stage(name: str, args: list[str]) -> None:
         folder = recipe.run_dir / name
@@ -251,6 +252,23 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
         write_report(recipe, results)
     console.print(f"done in {time.time() - started:.0f} s → {recipe.run_dir}")
     return results
+
+
+def say_how_long(recipe: Recipe, fingerprints: dict[str, str]) -> None:
+    """Before the first stage: how long the stages that will run take here, from measured figures (lowres.timing)."""
+    from lowres.timing import estimate, estimate_lines
+
+    to_run, done = [], []
+    for name in recipe.stages:
+        if name == "eval":
+            finished = all(_is_done(recipe.run_dir / "eval" / label, eval_fingerprint(recipe, EVAL_MADE_BY[label]))
+                           for label in _eval_labels(recipe))
+        else:
+            finished = _is_done(recipe.run_dir / name, fingerprints[name])
+        (done if finished else to_run).append(name)
+    result, unused = estimate(recipe, to_run, done)
+    for line in estimate_lines(recipe, result, unused):
+        console.print(line)
 
 
 def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path) -> list[str]:

@@ -78,6 +78,15 @@ class ScheduleGuard(TrainerCallback):
                         f"or a smaller {s}.gradient_accumulation_steps)")
 
 
+def time_left(done: int, remaining: int, elapsed: float) -> str:
+    """H:MM:SS left for `remaining` steps at the mean time of the `done` steps this run has taken so far
+    (`elapsed` seconds since it began or resumed), or -:--:-- before the first step is done."""
+    if done <= 0:
+        return "-:--:--"
+    seconds = round(remaining * elapsed / done)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 class LiveView(TrainerCallback):
     """One progress bar for a stage: step/total, ETA, and the latest metrics, tokens/s and memory."""
 
@@ -88,21 +97,25 @@ class LiveView(TrainerCallback):
         self._task = None
         self._tokens_at_start = None
         self._time_at_start = None
+        self._step_at_start = 0
         self._latest: dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:  # one view per stage, however many processes train
             return
-        self._bar = progress(TextColumn("{task.fields[metrics]}"))
+        self._bar = progress(TextColumn("{task.fields[metrics]}"), eta_field=True)
         self._bar.start()
         self._task = self._bar.add_task(self.description, total=state.max_steps, completed=state.global_step,
-                                        metrics="")
+                                        metrics="", eta="-:--:--")
         self._time_at_start = time.time()
         self._tokens_at_start = state.num_input_tokens_seen
+        self._step_at_start = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._bar is not None:
-            self._bar.update(self._task, completed=state.global_step)
+            self._bar.update(self._task, completed=state.global_step,
+                             eta=time_left(state.global_step - self._step_at_start, state.max_steps - state.global_step,
+                                           time.time() - self._time_at_start))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._bar is None or not logs:
