@@ -15,7 +15,7 @@ from lowres import __version__
 from lowres.artifacts import is_disk_full, output_file, output_folder
 from lowres.bench import MODEL_CONFIGS
 from lowres.errors import UserError
-from lowres.preflight import check_recipe
+from lowres.preflight import check_recipe, require_stage
 from lowres.recipe import STAGES, bundled_recipes, dump_recipe, load_recipe, resolve_recipe_path
 from lowres.ui import console, error
 
@@ -513,35 +513,6 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | N
         require_stage(recipe, stage)
     check_recipe(recipe, also=(stage,) if stage else ())
     return recipe
-
-
-def require_stage(recipe, stage: str) -> None:
-    """A one-line UserError when `recipe` does not list `stage`: its settings may be the defaults, sized for a
-    GPU, rather than any the user chose. rlvr --no-warmup (stage rlvr-no-warmup) runs the rlvr section, so a
-    recipe listing rlvr gives it its settings."""
-    listed = stage in recipe.stages or (stage == "rlvr-no-warmup" and "rlvr" in recipe.stages)
-    if listed:
-        return
-    where = f"{recipe.source}: stages: {stage} is not one of this recipe's stages ({', '.join(recipe.stages)})"
-    if stage == "warmup":
-        w, data = recipe.warmup, recipe.data.warmup
-        settings = (f"data.warmup.source {data.source}"
-                    + (f", data.warmup.n_puzzles {data.n_puzzles}" if data.source == "kk-solver" else "")
-                    + f", warmup.num_train_epochs {w.num_train_epochs:g}, warmup.max_steps {w.max_steps}, "
-                      f"warmup.load_in_4bit {w.load_in_4bit}")
-        sections = "warmup: and data.warmup:"
-    else:
-        r, target = recipe.rlvr, recipe.data.target
-        settings = (f"data.target.task {target.task}, data.target.n_examples {target.n_examples}, rlvr.max_steps "
-                    f"{r.max_steps}, rlvr.num_train_epochs {r.num_train_epochs:g}, rlvr.num_generations "
-                    f"{r.num_generations}, rlvr.max_completion_length {r.max_completion_length}")
-        sections = "rlvr: and data.target:"
-        if stage == "rlvr-no-warmup":
-            where += " and neither is rlvr, whose settings --no-warmup runs"
-            stage = "rlvr"
-    raise UserError(f"{where}; it would train with {settings} (the defaults, sized for a GPU, where the recipe sets "
-                    f"nothing); add {stage} to stages with the {sections} settings you want, or pass --force to train "
-                    "with these")
 
 
 @cli.command()

@@ -1,5 +1,6 @@
 """Everything about a recipe that can be checked before any work: `lowres validate`, `run --dry-run`
-and the start of `run`, `warmup`, `rlvr` and `bench` call `check_recipe`.
+and the start of `run`, `warmup`, `rlvr` and `bench` call `check_recipe`; `warmup` and `rlvr` first call
+`require_stage` (the recipe lists the stage they run, or --force).
 
 The recipe parser (lowres.recipe) checks the file's shape: keys, types, ranges, stage order. This
 checks what the recipe points at: task names, the model, the data files (they exist and their rows
@@ -181,6 +182,35 @@ def _check_backend_settings(recipe: Recipe, stages: list[str]) -> None:
             if getattr(recipe.rlvr, key) == "bf16":
                 raise _blame(recipe, f"rlvr.{key}", "bf16 applies to lowres's own GRPO loop (transformers backend); "
                              "Unsloth's trainer ignores it: set auto, or model.backend: transformers")
+
+
+def require_stage(recipe: Recipe, stage: str) -> None:
+    """A one-line UserError when `recipe` does not list `stage`: its settings may be the defaults, sized for a
+    GPU, rather than any the user chose. rlvr --no-warmup (stage rlvr-no-warmup) runs the rlvr section, so a
+    recipe listing rlvr gives it its settings."""
+    listed = stage in recipe.stages or (stage == "rlvr-no-warmup" and "rlvr" in recipe.stages)
+    if listed:
+        return
+    where = f"{recipe.source}: stages: {stage} is not one of this recipe's stages ({', '.join(recipe.stages)})"
+    if stage == "warmup":
+        w, data = recipe.warmup, recipe.data.warmup
+        settings = (f"data.warmup.source {data.source}"
+                    + (f", data.warmup.n_puzzles {data.n_puzzles}" if data.source == "kk-solver" else "")
+                    + f", warmup.num_train_epochs {w.num_train_epochs:g}, warmup.max_steps {w.max_steps}, "
+                      f"warmup.load_in_4bit {w.load_in_4bit}")
+        sections = "warmup: and data.warmup:"
+    else:
+        r, target = recipe.rlvr, recipe.data.target
+        settings = (f"data.target.task {target.task}, data.target.n_examples {target.n_examples}, rlvr.max_steps "
+                    f"{r.max_steps}, rlvr.num_train_epochs {r.num_train_epochs:g}, rlvr.num_generations "
+                    f"{r.num_generations}, rlvr.max_completion_length {r.max_completion_length}")
+        sections = "rlvr: and data.target:"
+        if stage == "rlvr-no-warmup":
+            where += " and neither is rlvr, whose settings --no-warmup runs"
+            stage = "rlvr"
+    raise UserError(f"{where}; it would train with {settings} (the defaults, sized for a GPU, where the recipe sets "
+                    f"nothing); add {stage} to stages with the {sections} settings you want, or pass --force to train "
+                    "with these")
 
 
 def check_recipe(recipe: Recipe, also: tuple[str, ...] = ()) -> None:
