@@ -303,8 +303,8 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
     """Run the measurements; returns the report (what `--json` writes). `on_report` sees the report so far
     after each stage, so a run cut short keeps what it measured."""
     from lowres import __version__
-    from lowres.fingerprint import stage_fingerprints
     from lowres.hardware import detect, package_versions
+    from lowres.timing import stage_keys
 
     if steps < 1:
         raise UserError("--steps must be at least 1")
@@ -321,7 +321,7 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
     hw = detect(recipe.model.dtype)
     report = {
         "lowres": __version__, "recipe": recipe.name, "source": recipe.source, "model": recipe.model.name_or_path,
-        "model_config": model_config, "fingerprints": stage_fingerprints(recipe), "steps_timed": steps,
+        "model_config": model_config, "fingerprints": stage_keys(recipe), "steps_timed": steps,
         "hardware": {"device": hw.device, "gpu": hw.gpu_name, "vram_gib": hw.vram_gb, "dtype": hw.dtype,
                      "matmul_fp32_gflops": round(matmul_gflops(), 1)},
         "versions": package_versions(), "stages": [], "extrapolated_recipe_seconds": {},

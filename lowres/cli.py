@@ -15,7 +15,7 @@ from lowres import __version__
 from lowres.artifacts import is_disk_full, output_file, output_folder
 from lowres.bench import MODEL_CONFIGS
 from lowres.errors import UserError
-from lowres.preflight import check_recipe
+from lowres.preflight import check_recipe, require_stage
 from lowres.recipe import STAGES, bundled_recipes, dump_recipe, load_recipe, resolve_recipe_path
 from lowres.ui import console, error
 
@@ -178,7 +178,12 @@ def env() -> None:
     else:
         table.add_row("backend", hw.backend + (" (imports)" if hw.backend == "unsloth" else ""))
     table.add_row("dtype", hw.dtype)
-    table.add_row("why", "\n".join(hw.reasons))
+    from lowres.hardware import resolve_load_in_4bit
+
+    four_bit, why = resolve_load_in_4bit("auto", hw.device)
+    table.add_row("warmup base", f"{'4-bit (QLoRA)' if four_bit else '16-bit'} where warmup.load_in_4bit is auto "
+                  "(the default)")
+    table.add_row("why", "\n".join([*hw.reasons, f"warmup.load_in_4bit {why}"]))
     from lowres.hardware import MULTI_PROCESS_BACKEND
 
     gpus = torch.cuda.device_count()
@@ -485,10 +490,12 @@ def distill(teacher_ref, api_base, api_model, api_key, engine, puzzles, count, p
 
 # ---------------------------------------------------------------- training stages
 
-def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | None = None):
+def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | None = None,
+            stage: str | None = None, force: bool = False):
     """Load, validate and check a recipe (lowres.preflight) before any work. num_processes: the
     --num-processes option (the recipe's num_processes otherwise). Inside a launch started by hand
-    (`accelerate launch -m lowres warmup …`) the launch's process count is the recipe's."""
+    (`accelerate launch -m lowres warmup …`) the launch's process count is the recipe's.
+    stage: the stage a stage command runs, refused unless the recipe lists it or `force` is given."""
     from lowres.distributed import in_launch, process_count
 
     extra = [f"num_processes={num_processes}"] if num_processes is not None else []
@@ -502,7 +509,9 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | N
             raise UserError(f"launched as {process_count()} processes, but num_processes is {recipe.num_processes}; "
                             "make them agree (or drop --num-processes and let the launch decide)")
         recipe = load_recipe(resolve_recipe_path(recipe_file), [*overrides, f"num_processes={process_count()}"])
-    check_recipe(recipe)
+    if stage is not None and not force:
+        require_stage(recipe, stage)
+    check_recipe(recipe, also=(stage,) if stage else ())
     return recipe
 
 
@@ -511,10 +520,14 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | N
 @set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/warmup).")
 @processes_option
-def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None, num_processes: int | None) -> None:
+@click.option("--force", is_flag=True, help="Train even when the recipe's stages do not list warmup (with its "
+                                            "warmup: settings, or their defaults).")
+def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None, num_processes: int | None,
+           force: bool) -> None:
     """Stage 1: (Q)LoRA SFT on long chain-of-thought traces. Rerun to resume after an interruption."""
-    recipe = _recipe(recipe_file, overrides, num_processes)
-    if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes, out=out)):
+    recipe = _recipe(recipe_file, overrides, num_processes, stage="warmup", force=force)
+    if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes, out=out,
+                                                        force=force)):
         return
     _training_start(recipe)
     from lowres.train.warmup import run_warmup
@@ -577,22 +590,24 @@ def export(run_or_model: Path, out: Path, adapter: Path | None, chat_template: s
                                                    "the recipe's seed.")
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/rlvr).")
 @processes_option
+@click.option("--force", is_flag=True, help="Train even when the recipe's stages do not list rlvr (with its rlvr: "
+                                            "and data.target: settings, or their defaults).")
 def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no_warmup: bool, random_reward: bool,
-         arm_seed: int | None, out: Path | None, num_processes: int | None) -> None:
+         arm_seed: int | None, out: Path | None, num_processes: int | None, force: bool) -> None:
     """Stage 2: LoRA GRPO with the target task's verifiable reward on ≤100 examples."""
     if no_warmup and model_ref:
         raise UserError("--no-warmup starts from the recipe's base model; drop --model")
     if no_warmup and random_reward:
         raise UserError("--random-reward is the control for rlvr's own start model; drop --no-warmup")
-    recipe = _recipe(recipe_file, overrides, num_processes)
-    args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup, out=out)
-    args += (["--random-reward"] if random_reward else []) + ([] if arm_seed is None else ["--seed", str(arm_seed)])
+    stage = "rlvr-no-warmup" if no_warmup else "rlvr-random-reward" if random_reward else "rlvr"
+    recipe = _recipe(recipe_file, overrides, num_processes, stage=stage, force=force)
+    args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup,
+                       random_reward=random_reward, seed=arm_seed, out=out, force=force)
     if _launch_if_several(recipe, "rlvr", args):
         return
     _training_start(recipe)
     from lowres.train.rlvr import run_rlvr
 
-    stage = "rlvr-no-warmup" if no_warmup else "rlvr-random-reward" if random_reward else "rlvr"
     run_rlvr(recipe, model_ref, out, stage=stage, seed=arm_seed)
 
 
@@ -761,7 +776,9 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, forc
 @click.option("--model-config", type=click.Choice(list(MODEL_CONFIGS)),
               help="Measure on a randomly initialised model of this shape instead of the recipe's model "
                    "(nothing downloaded).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures here.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the figures here; at runs/<name>/bench.json `lowres run` uses them for its time "
+                   "estimate.")
 def bench(recipe_file, overrides, steps, stages, backend, model_config, json_path) -> None:
     """Measure a recipe on this machine: a few real steps of each stage, per backend — step time,
     tokens/s, peak memory, whether it fits, and the whole recipe's estimated wall time."""

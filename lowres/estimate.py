@@ -2,7 +2,8 @@
 
 The parameter count comes from the model's config.json (a local folder, the embedded model's cache,
 or the Hugging Face cache — never the network). Memory is weights plus the LoRA adapter's training
-state; activations and the generation cache come on top and depend on batch and sequence length.
+state, plus — where lowres trains without gradient checkpointing (a CPU) — the activations of the longest
+micro-batch the settings allow; the Python runtime and the generation cache come on top.
 """
 
 from __future__ import annotations
@@ -116,20 +117,31 @@ def describe(recipe: Recipe) -> list[str]:
     except KeyError as e:
         return [f"model size: unknown (config.json has no {e.args[0]})"]
     lines = [f"model size: {params / 1e9:.2f}B parameters"]
-    from lowres.hardware import detect, vllm_placement
+    from lowres.hardware import detect, resolve_load_in_4bit, vllm_placement
 
     hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     dense_bytes = 4 if hw.dtype == "fp32" else 2
     vllm = vllm_placement(recipe.rlvr.vllm, hw) in ("unsloth", "colocate")
-    for stage, four_bit, lora in (("warmup", recipe.warmup.load_in_4bit, recipe.warmup.lora),
-                                  ("rlvr", recipe.rlvr.load_in_4bit, recipe.rlvr.lora)):
+    warmup_4bit, warmup_why = resolve_load_in_4bit(recipe.warmup.load_in_4bit, hw.device)
+    rlvr = recipe.rlvr
+    stages = (("warmup", warmup_4bit, recipe.warmup.lora, recipe.warmup.per_device_train_batch_size,
+               recipe.model.max_seq_length, "model.max_seq_length"),
+              ("rlvr", rlvr.load_in_4bit, rlvr.lora, rlvr.per_device_train_batch_size,
+               rlvr.max_prompt_length + rlvr.max_completion_length,
+               "(rlvr.max_prompt_length + rlvr.max_completion_length)"))
+    for stage, four_bit, lora, rows, length, length_text in stages:
         if stage not in recipe.stages:
             continue
         weights = weight_bytes(config, four_bit, dense_bytes, hw.backend)
         adapter = lora_parameters(config, lora) * 16  # fp32 weight, grad and two Adam moments
         precision = "4-bit, embeddings unquantised" if four_bit else hw.dtype
+        if stage == "warmup" and warmup_why != "asked for":
+            precision += f"; load_in_4bit {warmup_why}"
         line = (f"{stage} on this {hw.device} ({hw.backend}): ≈{_gib(weights + adapter)} for weights ({precision}) "
-                "and LoRA state, plus activations")
+                "and LoRA state; " + activation_text(config, hw, rows, length, weights + adapter,
+                                                    f"{stage}.per_device_train_batch_size × {length_text}",
+                                                    ["the output logits", *(["the sampling cache"]
+                                                                            if stage == "rlvr" else [])]))
         if stage == "rlvr" and vllm:
             share = f"{VLLM_GPU_SHARE:.0%} of the GPU"
             if hw.vram_gb:
@@ -137,6 +149,33 @@ def describe(recipe: Recipe) -> list[str]:
             line += f"; the colocated vLLM engine reserves {share} for rollouts, so this must fit in the rest"
         lines.append(line)
     return lines
+
+
+def activation_text(config: dict, hw, rows: int, length: int, static: float, what: str,
+                    also: list[str] = ()) -> str:
+    """The activations a training micro-batch of `rows` × `length` tokens keeps for its backward pass, in words
+    and, where lowres trains without gradient checkpointing (a CPU micro-batch that fits), in GiB
+    (lowres.train.backend.activation_bytes, for the longest micro-batch the settings allow), with the total
+    over `static` bytes; `also`: what else is not counted."""
+    from types import SimpleNamespace
+
+    from lowres.train.backend import CPU_ACTIVATION_SHARE, activation_bytes, machine_memory_bytes
+
+    tokens = rows * length
+    if hw.device == "cuda":
+        return ("plus activations, not counted: gradient checkpointing (always on on a GPU) keeps only a part of "
+                "them; `lowres bench` measures the peak")
+    activations = activation_bytes(SimpleNamespace(**config), tokens)
+    if activations > CPU_ACTIVATION_SHARE * machine_memory_bytes():
+        return (f"plus activations, not counted: a micro-batch of up to {tokens} tokens ({what}) would keep "
+                f"≈{_gib(activations)}, over {CPU_ACTIVATION_SHARE:.0%} of this machine's memory, so gradient "
+                "checkpointing recomputes them instead")
+    return (f"plus ≈{_gib(activations)} of activations for a micro-batch of up to {tokens} tokens ({what}): "
+            f"≈{_gib(static + activations)} in all, before {_and(['the Python runtime', *also])}")
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 # Checkpoints a training stage keeps at once: transformers' save_total_limit (2) plus the one being written.

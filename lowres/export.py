@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowres.artifacts import building_folder, disk_guard, output_folder, write_json, write_text
+from lowres.artifacts import building_folder, disk_guard, output_folder, read_json, write_json, write_text
 from lowres.errors import OutOfMemory, UserError
 from lowres.tasks.base import R1_SYSTEM
 from lowres.ui import console
@@ -193,6 +193,39 @@ def modelfile_text(from_: str, template: str, system: str | None, stops: list[st
     return "\n".join(lines) + "\n"
 
 
+def warmup_in_4bit(source: Source) -> bool:
+    """Whether the run's warmup loaded its base in 4-bit (QLoRA): what its summary.json records, else the
+    recipe's warmup.load_in_4bit as this machine resolves it."""
+    from lowres.hardware import resolve_load_in_4bit
+
+    summary = read_json(source.run_dir / "warmup" / "summary.json") if source.run_dir is not None else None
+    if isinstance(summary, dict) and isinstance(summary.get("load_in_4bit"), bool):
+        return summary["load_in_4bit"]
+    return resolve_load_in_4bit(source.recipe.warmup.load_in_4bit)[0]
+
+
+def unchanged_note(source: Source) -> str | None:
+    """Why the exported model equals a model it was made from, or None: the adapter merged in, and (for a run
+    whose model is its merged warmup model) the warmup adapter, are still at their initialisation (every LoRA B
+    matrix zero: no training step moved them)."""
+    from lowres.train.merge import adapter_is_unchanged
+
+    parts, equals = [], None
+    if source.adapter is not None:
+        if not adapter_is_unchanged(source.adapter):
+            return None
+        parts.append(f"the adapter {source.adapter}")
+        equals = source.base_ref
+    run = source.run_dir
+    if run is not None and Path(source.base_ref) == run / "merge" and adapter_is_unchanged(run / "warmup" / "adapter"):
+        parts.append(f"the warmup adapter {run / 'warmup' / 'adapter'}")
+        equals = source.recipe.model.name_or_path
+    if equals is None:
+        return None
+    return (f"the exported model equals {equals}: {' and '.join(parts)} {'are' if len(parts) > 1 else 'is'} unchanged "
+            "from initialisation (every LoRA B matrix is zero), so training changed nothing")
+
+
 def model_card(source: Source, report: dict | None, dtype: str, system: str | None, files: list[str]) -> str:
     from lowres.recipe import dump_recipe
     from lowres.report import collect, results_markdown
@@ -205,6 +238,9 @@ def model_card(source: Source, report: dict | None, dtype: str, system: str | No
     made = (f"the LoRA adapter `{source.adapter}` merged into `{source.base_ref}`" if source.adapter
             else f"`{source.base_ref}`")
     lines.append(f"Exported by `lowres export`: {made}, saved in {dtype} (a normal transformers folder).")
+    unchanged = unchanged_note(source)
+    if unchanged:
+        lines.append(f"\n**Warning: {unchanged}.**\n")
     if report is not None:
         lines.append(f"The merge was checked: the largest logit difference from base+adapter was "
                      f"{report['max_logit_diff']:.2e} ({report['relative_diff']:.2e} relative) on "
@@ -233,7 +269,9 @@ def model_card(source: Source, report: dict | None, dtype: str, system: str | No
             warm = data.warmup
             what = (f"{warm.n_puzzles} solver-written Knights & Knaves traces (people {warm.people}, seed {warm.seed})"
                     if warm.source == "kk-solver" else f"`{warm.source}`")
-            lines.append(f"- warmup: LoRA SFT on {what}")
+            four_bit = warmup_in_4bit(source)
+            lines.append(f"- warmup: {'QLoRA' if four_bit else 'LoRA'} SFT on {what}"
+                         + (" (base weights in 4-bit NF4)" if four_bit else ""))
         if "rlvr" in recipe.stages:
             lines.append(f"- RLVR: GRPO on {data.target.n_examples} `{data.target.task}` examples (seed "
                          f"{data.target.seed}), from the {recipe.rlvr.start_from} model")
@@ -299,6 +337,9 @@ def run_export(run_or_model: Path, out: Path, *, adapter: Path | None = None, ch
         check_push(push_to_hub)
 
     model, tokenizer, report, saved_dtype = _load_merged(source)
+    unchanged = unchanged_note(source)
+    if unchanged:
+        console.print(f"[yellow]export: warning: {unchanged}[/yellow]", soft_wrap=True)
     if source.chat_template == "r1":
         tokenizer.chat_template = R1_CHAT_TEMPLATE
     elif not getattr(tokenizer, "chat_template", None):
@@ -327,7 +368,8 @@ def run_export(run_or_model: Path, out: Path, *, adapter: Path | None = None, ch
         write_json(tmp / "export.json", {"source": str(run_or_model), "base_model": source.base_ref,
                                          "adapter": str(source.adapter) if source.adapter else None,
                                          "dtype": saved_dtype, "chat_template": source.chat_template,
-                                         "system_prompt": system, "merge_check": report})
+                                         "system_prompt": system, "merge_check": report,
+                                         "unchanged": unchanged})
         gguf_name = None
         if converter is not None:
             gguf_name = f"{out.name}-f16.gguf"

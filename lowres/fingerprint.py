@@ -118,7 +118,12 @@ def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
     # With several processes the global batch, and so the training, is another: a run resumes only with
     # the process count it started with. (One process adds nothing, so older fingerprints stay valid.)
     processes = (recipe.num_processes,) if recipe.num_processes != 1 else ()
-    warmup = fingerprint(base, warm_data, recipe.warmup,
+    # warmup.load_in_4bit auto counts as what it resolves to here (a recipe that says true or false, or the
+    # former default true on a GPU, keeps its fingerprint).
+    from lowres.hardware import resolve_load_in_4bit
+
+    warmup_cfg = dataclasses.replace(recipe.warmup, load_in_4bit=resolve_load_in_4bit(recipe.warmup.load_in_4bit)[0])
+    warmup = fingerprint(base, warm_data, warmup_cfg,
                          None if warm_data.source == "kk-solver" else file_identity(warm_data.source), *processes)
     merge = fingerprint(warmup, recipe.merge)
     target = recipe.data.target

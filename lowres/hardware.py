@@ -230,6 +230,25 @@ def detect(requested_dtype: str = "auto", requested_backend: str = "auto", proce
     return Hardware(device, gpu_name, vram, bf16, backend, dtype, reasons)
 
 
+def resolve_load_in_4bit(choice: bool | str, device: str | None = None) -> tuple[bool, str]:
+    """(whether the warmup loads its base in 4-bit, why) for warmup.load_in_4bit `choice`. true/false are
+    honoured; auto is 4-bit (QLoRA) on a CUDA GPU with bitsandbytes installed, 16-bit elsewhere: a CPU or
+    Apple GPU computes NF4 weights slowly (bitsandbytes dequantizes them for every matrix product), and
+    memory is what 4-bit saves. device: detect()'s device (looked up when not given). The one place auto is
+    decided: the warmup stage, the plan, the dry run's memory lines, `lowres env` and the fingerprint use it."""
+    if isinstance(choice, bool):
+        return choice, "asked for"
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cuda":
+        return False, f"auto: 16-bit on {device} (4-bit pays off on a CUDA GPU)"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return False, "auto: 16-bit, bitsandbytes is not installed (pip install 'lowres[gpu]' for 4-bit)"
+    return True, "auto: 4-bit on a CUDA GPU"
+
+
 def vllm_placement(choice: str, hw: Hardware) -> str:
     """Where GRPO samples its completions, for rlvr.vllm `choice`: "unsloth" (a vLLM engine in the
     training process through Unsloth's fast_inference, which swaps the LoRA weights in exactly),

@@ -32,10 +32,11 @@ from lowres.models import describe_model
 from lowres.recipe import DEFAULT_RECIPE, RLVR_ARMS, TRAINING_STAGES, Recipe, dump_recipe
 from lowres.report import plot_comparison, plot_pass_at_k, plot_reward_curves, results_markdown, results_table
 from lowres.signal_check import summary_lines
+from lowres.train.merge import adapter_is_unchanged
 from lowres.train.resume import set_aside_checkpoints
 from lowres.ui import console
 
-__all__ = ["DEFAULT_RECIPE", "plan", "run_recipe"]
+__all__ = ["DEFAULT_RECIPE", "adapter_is_unchanged", "plan", "run_recipe"]
 
 
 DONE = "done.json"
@@ -129,11 +130,24 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
     limit = recipe.eval.limit
     limit_text = (f", {limit} questions" if isinstance(limit, int)
                   else ", questions " + ", ".join(f"{t}: {n}" for t, n in limit.items()) if limit else "")
+    from lowres.hardware import resolve_load_in_4bit
+
+    four_bit, four_bit_why = resolve_load_in_4bit(recipe.warmup.load_in_4bit)
+    notes = []
+    examples = f"{target.n_examples}"
+    if "rlvr" in recipe.stages:  # the rows GRPO will train on, counted now (data only, no model)
+        from lowres.train.examples import rlvr_examples
+
+        chosen = rlvr_examples(recipe)
+        examples = f"{len(chosen.rows)}"
+        notes = [f"[yellow]rlvr: {note}[/yellow]" for note in chosen.notes()]
     what = {
-        "warmup": f"LoRA SFT on {recipe.data.warmup.source} traces "
-                  f"({'4-bit' if recipe.warmup.load_in_4bit else '16-bit'} base); {warmup_batch_text(recipe)}",
+        "warmup": f"{'QLoRA' if four_bit else 'LoRA'} SFT on {recipe.data.warmup.source} traces "
+                  f"({'4-bit' if four_bit else '16-bit'} base"
+                  f"{'' if four_bit_why == 'asked for' else '; load_in_4bit ' + four_bit_why}); "
+                  f"{warmup_batch_text(recipe)}",
         "merge": "merge the warmup adapter into the 16-bit base",
-        "rlvr": f"GRPO on {target.n_examples} {target.task} examples from the {recipe.rlvr.start_from} model; "
+        "rlvr": f"GRPO on {examples} {target.task} examples from the {recipe.rlvr.start_from} model; "
                 f"{rlvr_batch_text(recipe)}",
         "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
         "rlvr-random-reward": "the same GRPO as rlvr, rewarded by a seeded coin flip (the spurious-reward control)",
@@ -154,7 +168,7 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
             elif folder_fp and _is_done(folder, folder_fp):
                 note = " [green](done, will skip)[/green]"
             table.add_row(name, what[stage] + note, str(folder))
-    table.caption = f"model: {describe_model(recipe.model.name_or_path)}"
+    table.caption = "\n".join([f"model: {describe_model(recipe.model.name_or_path)}", *notes])
     if recipe.num_processes > 1:
         from lowres.hardware import MULTI_PROCESS_BACKEND
 
@@ -230,6 +244,7 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
     fingerprints = stage_fingerprints(recipe)
     run_dir = recipe.run_dir.resolve()
     merged = run_dir / "merge"
+    say_how_long(recipe, fingerprints)
 
     def stage(name: str, fingerprint: str, args: list[str], kind: str | None = None) -> None:
         folder = recipe.run_dir / name
@@ -265,7 +280,11 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
         for label in _eval_labels(recipe):
             arm = arm_of(label, recipe)
             if arm is None:
-                results[label] = evaluate_stage_model(recipe, refs[label], None, label=label)
+                # The merged warmup model is the base when the warmup adapter never moved.
+                if label == "warmup" and "base" in results and adapter_is_unchanged(run_dir / "warmup" / "adapter"):
+                    results[label] = reuse_results(recipe, label, "base", results["base"])
+                else:
+                    results[label] = evaluate_stage_model(recipe, refs[label], None, label=label)
                 continue
             adapter, same_as = run_dir / arm.name / "adapter", start[arm.stage]
             if same_as in results and adapter_is_unchanged(adapter):
@@ -275,6 +294,30 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
         write_report(recipe, results)
     console.print(f"done in {time.time() - started:.0f} s → {recipe.run_dir}")
     return results
+
+
+def say_how_long(recipe: Recipe, fingerprints: dict[str, str]) -> None:
+    """Before the first stage: how long the stages that will run take here, from measured figures (lowres.timing)."""
+    from lowres.timing import estimate, estimate_lines
+
+    to_run, done = [], []
+    for name in recipe.stages:
+        if name == "eval":
+            finished = all(_is_done(recipe.run_dir / "eval" / label,
+                                    eval_fingerprint(recipe, made_by(label), _seed_of(label, recipe)))
+                           for label in _eval_labels(recipe))
+            (done if finished else to_run).append(name)
+            continue
+        for folder, fingerprint in _stage_rows(recipe, name, fingerprints, rlvr_arms(recipe)):
+            (done if _is_done(recipe.run_dir / folder, fingerprint) else to_run).append(name)
+    result, unused = estimate(recipe, to_run, done)
+    for line in estimate_lines(recipe, result, unused):
+        console.print(line)
+
+
+def _seed_of(label: str, recipe: Recipe) -> int | None:
+    arm = arm_of(label, recipe)
+    return None if arm is None else arm.seed
 
 
 def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path,
@@ -317,25 +360,19 @@ def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, l
     return load_results(out_root)
 
 
-def adapter_is_unchanged(adapter: Path | None) -> bool:
-    """Whether a LoRA adapter is still its initialisation: every B matrix zero, so it adds nothing to the
-    model. GRPO leaves it so when no step had a reward difference to learn from (every group's
-    completions scored alike): the model is then exactly the one it started from."""
-    if adapter is None or not (adapter / "adapter_model.safetensors").is_file():
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
-        b_names = [name for name in weights.keys() if "lora_B" in name]
-        return bool(b_names) and all(not weights.get_tensor(name).any() for name in b_names)
+def unchanged_text(label: str, same_as: str) -> str:
+    """Why `label`'s model is `same_as`'s model, in words (the console at eval time, and report.md)."""
+    why = ("no warmup step moved it: check the warmup's learning-rate schedule and its metrics.jsonl"
+           if label == "warmup" else "no GRPO step had a reward difference to learn from")
+    return (f"{label}: its adapter is unchanged from initialisation ({why}), so the model is the {same_as} "
+            f"model — its scores are {same_as}'s")
 
 
 def reuse_results(recipe: Recipe, label: str, same_as: str, results: list[EvalResult],
                   seed: int | None = None) -> list[EvalResult]:
     """`label`'s scores when its model is `same_as`'s model unchanged: the same results, relabelled and
     written to its eval folder, instead of sampling the same model twice."""
-    console.print(f"eval {label}: its adapter is unchanged from initialisation (no GRPO step had a reward "
-                  f"difference to learn from), so the model is the {same_as} model — its scores are {same_as}'s")
+    console.print(f"[yellow]eval {unchanged_text(label, same_as)}[/yellow]")
     out_root = recipe.run_dir / "eval" / label
     fingerprint = eval_fingerprint(recipe, made_by(label), seed)
     if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
@@ -376,6 +413,11 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
                 curves.setdefault(label, {})[r.task] = pass_at_k_curve(samples)
                 data["models"][label][r.task]["pass_at_k"] = curves[label][r.task]
 
+    # A warmup that changed nothing is said here; an RLVR arm that changed nothing, in the comparisons' notes.
+    unchanged = [unchanged_text(label, record["same_as"]) for label in results if arm_of(label, recipe) is None
+                 and isinstance(record := read_json(run_dir / "eval" / label / DONE), dict) and record.get("same_as")]
+    if unchanged:
+        lines += ["## Models that did not change\n", "\n".join(f"- {line}" for line in unchanged) + "\n"]
     checks = {arm.name: check for arm in rlvr_arms(recipe) if (check := load_check(run_dir / arm.name))}
     shown: set[str] = set()
     check_lines = []

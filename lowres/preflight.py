@@ -1,5 +1,6 @@
 """Everything about a recipe that can be checked before any work: `lowres validate`, `run --dry-run`
-and the start of `run`, `warmup`, `rlvr` and `bench` call `check_recipe`.
+and the start of `run`, `warmup`, `rlvr` and `bench` call `check_recipe`; `warmup` and `rlvr` first call
+`require_stage` (the recipe lists the stage they run, or --force).
 
 The recipe parser (lowres.recipe) checks the file's shape: keys, types, ranges, stage order. This
 checks what the recipe points at: task names, the model, the data files (they exist and their rows
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -27,9 +29,57 @@ def _blame(recipe: Recipe, where: str, problem: str) -> RecipeError:
     return RecipeError(f"{recipe.source}: {where}: {problem}", where, problem)
 
 
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's and datasets' true values
+
+
+def offline_variable(datasets: bool = False) -> str | None:
+    """The environment variable that makes the Hugging Face libraries offline (None: online), read now, as a
+    stage's process reads it when it starts: HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE (huggingface_hub's
+    rule); for datasets, HF_DATASETS_OFFLINE decides when it is set."""
+    if datasets and os.environ.get("HF_DATASETS_OFFLINE") is not None:
+        return "HF_DATASETS_OFFLINE" if os.environ["HF_DATASETS_OFFLINE"].strip().upper() in _TRUE else None
+    name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+    return name if os.environ.get(name, "").strip().upper() in _TRUE else None
+
+
+def hub_model_cache_problem(ref: str) -> str | None:
+    """Why the Hub model `ref` cannot be loaded from the Hugging Face cache alone (None: it can): no cached
+    snapshot, or one without a readable config and whole weights."""
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        folder = snapshot_download(ref, local_files_only=True)
+    except Exception:  # LocalEntryNotFoundError, or an id the cache cannot hold
+        return f"{ref} is not in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    try:
+        check_model_folder(Path(folder), ref)
+    except UserError as e:
+        return f"{ref} is only partly in the Hugging Face cache ({e})"
+    return None
+
+
+def datasets_cache() -> Path:
+    """Where `datasets` keeps the datasets it has prepared (its HF_DATASETS_CACHE, as it reads it at import)."""
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return Path(home).expanduser() / "datasets"
+
+
+def hub_dataset_cached(name: str, config: str | None) -> bool:
+    """Whether `datasets.load_dataset(name, config)` can be answered offline: a dataset it prepared before
+    (<HF_DATASETS_CACHE>/<namespace>___<name in snake case>/<config>/<version>/<hash>/, the folders its
+    offline fallback looks in). A Hub snapshot alone is not enough: offline, datasets does not read it."""
+    parts = name.split("/")
+    last = re.sub(r"([a-z\d])([A-Z])", r"\1_\2", re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", parts[-1])).lower()
+    root = datasets_cache() / "___".join([*parts[:-1], last])
+    return any(p.is_dir() for p in root.glob(f"{config or '*'}/*/*"))
+
+
 def check_model_ref(ref: str) -> str | None:
     """What is wrong with a model reference, or None: an embedded name we ship, an existing model
-    folder, or something shaped like a Hub id."""
+    folder, or something shaped like a Hub id — one that is in the Hugging Face cache when the Hub is
+    offline."""
     if ref.startswith(EMBEDDED_PREFIX):
         name = ref[len(EMBEDDED_PREFIX):]
         if name in EMBEDDED:
@@ -47,6 +97,31 @@ def check_model_ref(ref: str) -> str | None:
         return None
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or not _HUB_ID.match(ref):
         return f"no such folder {ref}, and not a Hugging Face Hub id (owner/name)"
+    offline = offline_variable()
+    if offline:
+        problem = hub_model_cache_problem(ref)
+        if problem:
+            return (f"{problem} and {offline} is set, so it cannot be downloaded; download it where there is "
+                    f"network (hf download {ref}) or set model.name_or_path to a local model folder (config.json "
+                    "and the weights)")
+    return None
+
+
+def check_hub_dataset(source: str, config: str | None, key: str) -> str | None:
+    """What is wrong with a task spec's hf: source (recipe key `key`), or None: a local folder (hf:/path)
+    that exists, or a Hub dataset — prepared in the datasets cache when the Hub is offline."""
+    name = source[len("hf:"):].strip()
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return None
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or not _HUB_ID.match(name):
+        return (f"{source}: no such folder {local}, and not a Hugging Face dataset id (owner/name); set {key} to a "
+                "local .jsonl, .csv or .parquet file, or to hf:<a folder of data files>")
+    offline = offline_variable(datasets=True)
+    if offline and not hub_dataset_cached(name, config):
+        return (f"{source} is not in the datasets cache ({datasets_cache()}) and {offline} is set, so it cannot be "
+                f"downloaded; set {key} to a local .jsonl, .csv or .parquet file, or to hf:/path/to/a/folder of "
+                "data files")
     return None
 
 
@@ -59,11 +134,12 @@ def _check_task(recipe: Recipe, where: str, name: str) -> None:
         raise _blame(recipe, where, str(e)) from None
 
 
-def _check_spec_tasks(recipe: Recipe) -> None:
-    """The local files of the recipe's `tasks:` that a stage uses: they exist and every row has the fields
-    (a bad row is named by file and line); hf: sources are read when the stage runs."""
-    used = set(recipe.eval.tasks) if "eval" in recipe.stages else set()
-    if "rlvr" in recipe.stages:  # (rlvr-no-warmup needs rlvr)
+def _check_spec_tasks(recipe: Recipe, stages: list[str]) -> None:
+    """The sources of the recipe's `tasks:` that a stage uses: local files exist and every row has the fields
+    (a bad row is named by file and line); an hf: folder exists, and an hf: dataset can be had (offline: it is
+    in the datasets cache). hf: rows are read when the stage runs."""
+    used = set(recipe.eval.tasks) if "eval" in stages else set()
+    if "rlvr" in stages or "rlvr-no-warmup" in stages:
         used.add(recipe.data.target.task)
     from lowres.tasks import get_task
 
@@ -72,7 +148,12 @@ def _check_spec_tasks(recipe: Recipe) -> None:
             continue
         for key, split in (("train", "train"), ("test", "test")):
             source = getattr(spec, key)
-            if source is None or source.startswith("hf:"):
+            if source is not None and source.startswith("hf:"):
+                problem = check_hub_dataset(source, spec.hf_config, f"tasks.{name}.{key}")
+                if problem:
+                    raise _blame(recipe, f"tasks.{name}.{key}", problem)
+                continue
+            if source is None:
                 continue
             try:
                 get_task(name).load(split)
@@ -80,14 +161,14 @@ def _check_spec_tasks(recipe: Recipe) -> None:
                 raise _blame(recipe, f"tasks.{name}.{key}", str(e)) from None
 
 
-def _check_backend_settings(recipe: Recipe) -> None:
+def _check_backend_settings(recipe: Recipe, stages: list[str]) -> None:
     """Settings the training backend this machine gives the recipe cannot honour: refused now, in one line,
     rather than silently ignored (the unsloth backend) or failing at the first optimizer step (8-bit
     optimizers without CUDA)."""
     from lowres.hardware import detect
     from lowres.recipe import CUDA_ONLY_OPTIMIZERS
 
-    training = [s for s in ("warmup", "rlvr") if s in recipe.stages]  # (rlvr-no-warmup needs rlvr)
+    training = [s for s in ("warmup", "rlvr") if s in stages or (s == "rlvr" and "rlvr-no-warmup" in stages)]
     if not training:
         return
     hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
@@ -103,9 +184,42 @@ def _check_backend_settings(recipe: Recipe) -> None:
                              "Unsloth's trainer ignores it: set auto, or model.backend: transformers")
 
 
-def check_recipe(recipe: Recipe) -> None:
-    """Raise a one-line RecipeError for the first thing in `recipe` that cannot work."""
-    stages = recipe.stages
+def require_stage(recipe: Recipe, stage: str) -> None:
+    """A one-line UserError when `recipe` does not list `stage`: its settings may be the defaults, sized for a
+    GPU, rather than any the user chose. rlvr --no-warmup and --random-reward (the rlvr-no-warmup and
+    rlvr-random-reward arms) run the rlvr section, so a recipe listing rlvr gives them their settings."""
+    listed = stage in recipe.stages or (stage in ("rlvr-no-warmup", "rlvr-random-reward") and "rlvr" in recipe.stages)
+    if listed:
+        return
+    where = f"{recipe.source}: stages: {stage} is not one of this recipe's stages ({', '.join(recipe.stages)})"
+    if stage == "warmup":
+        w, data = recipe.warmup, recipe.data.warmup
+        settings = (f"data.warmup.source {data.source}"
+                    + (f", data.warmup.n_puzzles {data.n_puzzles}" if data.source == "kk-solver" else "")
+                    + f", warmup.num_train_epochs {w.num_train_epochs:g}, warmup.max_steps {w.max_steps}, "
+                      f"warmup.load_in_4bit {w.load_in_4bit}")
+        sections = "warmup: and data.warmup:"
+    else:
+        r, target = recipe.rlvr, recipe.data.target
+        settings = (f"data.target.task {target.task}, data.target.n_examples {target.n_examples}, rlvr.max_steps "
+                    f"{r.max_steps}, rlvr.num_train_epochs {r.num_train_epochs:g}, rlvr.num_generations "
+                    f"{r.num_generations}, rlvr.max_completion_length {r.max_completion_length}")
+        sections = "rlvr: and data.target:"
+        if stage in ("rlvr-no-warmup", "rlvr-random-reward"):
+            flag = "--no-warmup" if stage == "rlvr-no-warmup" else "--random-reward"
+            where += f" and neither is rlvr, whose settings {flag} runs"
+            stage = "rlvr"
+    raise UserError(f"{where}; it would train with {settings} (the defaults, sized for a GPU, where the recipe sets "
+                    f"nothing); add {stage} to stages with the {sections} settings you want, or pass --force to train "
+                    "with these")
+
+
+def check_recipe(recipe: Recipe, also: tuple[str, ...] = ()) -> None:
+    """Raise a one-line RecipeError for the first thing in `recipe` that cannot work. also: stages to check
+    besides the recipe's own (a stage command run with --force on a recipe that does not list it)."""
+    stages = [*recipe.stages, *(s for s in also if s not in recipe.stages)]
+    if "rlvr-no-warmup" in stages and "rlvr" not in stages:  # the baseline runs the rlvr stage's settings
+        stages.append("rlvr")
     problem = check_model_ref(recipe.model.name_or_path)
     if problem:
         raise _blame(recipe, "model.name_or_path", problem)
@@ -114,7 +228,7 @@ def check_recipe(recipe: Recipe) -> None:
     if "eval" in stages:
         for i, name in enumerate(recipe.eval.tasks):
             _check_task(recipe, f"eval.tasks[{i}]", name)
-    _check_spec_tasks(recipe)
+    _check_spec_tasks(recipe, stages)
     source = recipe.data.warmup.source
     if "warmup" in stages and source != "kk-solver":
         from lowres.tasks.data import read_trace_file
@@ -144,7 +258,7 @@ def check_recipe(recipe: Recipe) -> None:
         if tracker in recipe.output.report_to and not any(importlib.util.find_spec(m) for m in modules):
             raise _blame(recipe, "output.report_to", f"{tracker} is not installed: pip install {install} "
                                                       "(or remove it from report_to)")
-    _check_backend_settings(recipe)
+    _check_backend_settings(recipe, stages)
     try:
         output_folder(recipe.run_dir, "run folder", create=False)
     except UserError as e:

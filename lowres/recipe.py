@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -137,7 +138,9 @@ class DataSection:
 class WarmupSection:
     """Stage 1: (Q)LoRA supervised fine-tuning on long chain-of-thought traces."""
 
-    load_in_4bit: bool = _f(True, help="QLoRA: base weights in 4-bit NF4")
+    load_in_4bit: bool | Literal["auto"] = _f(
+        "auto", help="QLoRA: base weights in 4-bit NF4. auto: 4-bit on a CUDA GPU with bitsandbytes installed, "
+        "16-bit elsewhere (`lowres env` and the plan show which)")
     learning_rate: float = _f(1e-4, min=0.0, min_exclusive=True)
     num_train_epochs: float = _f(3.0, min=0.0, min_exclusive=True)
     max_steps: int = _f(-1, min=-1, help="-1: run num_train_epochs")
@@ -180,7 +183,7 @@ class RLVRSection:
     # learning rate about 10x higher to change the policy as much per step ("LoRA Without Regret").
     learning_rate: float = _f(1e-5, min=0.0, min_exclusive=True, help="LoRA needs about 10x full fine-tuning's "
                               "rate (the paper's 1e-6); the signal check flags less than 1e-5")
-    max_steps: int = _f(-1, min=-1)
+    max_steps: int = _f(-1, min=-1, help="-1: run num_train_epochs")
     num_train_epochs: float = _f(1.0, min=0.0, min_exclusive=True)
     per_device_train_batch_size: int = _f(8, min=1)
     gradient_accumulation_steps: int = _f(1, min=1)
@@ -495,6 +498,8 @@ def _check_consistency(recipe: Recipe) -> None:
         raise _fail(src, "seeds", f"list each seed once, got {recipe.seeds}")
     if "rlvr" in recipe.stages:
         check_rlvr_settings(recipe)
+    for stage in ("warmup", "rlvr"):
+        check_schedule(recipe, stage)
     if recipe.num_processes > 1 and recipe.model.backend == "unsloth":
         raise _fail(src, "model.backend", f"unsloth runs as one process; with num_processes {recipe.num_processes} "
                     "use backend auto or transformers", ("num_processes",))
@@ -535,6 +540,57 @@ def check_rlvr_settings(recipe: Recipe) -> None:
                     f"{recipe.rlvr.max_completion_length}) exceeds model.max_seq_length "
                     f"({recipe.model.max_seq_length})", ("rlvr.max_prompt_length", "model.max_seq_length"))
 
+
+
+def warmup_steps(steps: int, warmup_ratio: float) -> int:
+    """The steps over which the learning rate rises from 0, as transformers counts them
+    (TrainingArguments.get_warmup_steps; lowres passes warmup_ratio as warmup_steps, read as a share below 1)."""
+    return int(warmup_ratio) if warmup_ratio >= 1 else math.ceil(steps * warmup_ratio)
+
+
+def lr_factor(scheduler: str, step: int, steps: int, warmup: int) -> float:
+    """The share of the learning rate that optimizer step `step` (from 0) of `steps` trains with, under
+    transformers' schedule `scheduler` with `warmup` warmup steps (transformers.optimization's lambdas; the
+    scheduler steps after each optimizer step, so step 0 uses the factor at 0). Checked against transformers'
+    own schedulers in tests/test_recipe.py."""
+    if scheduler == "constant":
+        return 1.0
+    if step < warmup:
+        return step / max(1, warmup)
+    if scheduler == "constant_with_warmup":
+        return 1.0
+    progress = (step - warmup) / max(1, steps - warmup)
+    if scheduler == "linear":
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))  # cosine, num_cycles 0.5
+
+
+def first_step_that_trains(scheduler: str, steps: int, warmup_ratio: float) -> int | None:
+    """The first optimizer step with a learning rate above 0, or None when no step has one (the weights
+    would never move)."""
+    warmup = warmup_steps(steps, warmup_ratio)
+    return next((s for s in range(steps) if lr_factor(scheduler, s, steps, warmup) > 0), None)
+
+
+def check_schedule(recipe: Recipe, stage: str) -> None:
+    """Refuse a `stage` section (warmup or rlvr) whose schedule would never move the weights: max_steps 0, or
+    a max_steps whose every step has learning rate 0 (one step, and a warmup that starts at 0)."""
+    src, cfg = recipe.source, getattr(recipe, stage)
+    if cfg.max_steps == 0:
+        raise _fail(src, f"{stage}.max_steps", "0 trains no step; set -1 (run num_train_epochs) or at least 1")
+    if cfg.max_steps < 1 or first_step_that_trains(cfg.lr_scheduler_type, cfg.max_steps, cfg.warmup_ratio) is not None:
+        return
+    warmup = warmup_steps(cfg.max_steps, cfg.warmup_ratio)
+    enough = next(n for n in range(cfg.max_steps + 1, cfg.max_steps + 1000)
+                  if first_step_that_trains(cfg.lr_scheduler_type, n, cfg.warmup_ratio) is not None)
+    steps = f"{cfg.max_steps} step{'s' if cfg.max_steps != 1 else ''}"
+    raise _fail(src, f"{stage}.max_steps",
+                f"{steps} with warmup_ratio {cfg.warmup_ratio} (lr_scheduler_type {cfg.lr_scheduler_type}) "
+                f"train{'s' if cfg.max_steps == 1 else ''} at "
+                f"learning rate 0: the warmup takes ceil({cfg.warmup_ratio} × {cfg.max_steps}) = {warmup} step"
+                f"{'s' if warmup != 1 else ''} and starts from 0, so the weights never move; set {stage}.warmup_ratio:"
+                f" 0, {stage}.lr_scheduler_type: constant, or {stage}.max_steps: {enough} or more",
+                (f"{stage}.warmup_ratio", f"{stage}.lr_scheduler_type"))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -19,16 +19,18 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-def progress(*extra_columns, transient: bool = False) -> Progress:
-    """A progress bar: spinner, description, bar, n/total, elapsed, ETA, plus `extra_columns`."""
+def progress(*extra_columns, transient: bool = False, eta_field: bool = False) -> Progress:
+    """A progress bar: spinner, description, bar, n/total, elapsed, ETA, plus `extra_columns`.
+
+    eta_field: show the task's `eta` field (the caller's own estimate, e.g. from steps done and elapsed time)
+    instead of rich's, which averages over the last 30 s only and so shows nothing while steps take longer."""
     return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        *((TextColumn("ETA {task.fields[eta]}"),) if eta_field else (TextColumn("ETA"), TimeRemainingColumn())),
         *extra_columns,
         console=console,
         transient=transient,

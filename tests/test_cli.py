@@ -103,3 +103,52 @@ def test_recipes_list_never_wraps_a_name(runner, monkeypatch, width):
     first_cells = {m.group(1) for line in lines if (m := re.match(r"^[│┃|]?\s*(\S+)\s*(?:[│┃|]|$)", line))}
     for name in bundled_recipes():
         assert name in first_cells, f"{name} is not whole on one line at width {width}:\n{result.output}"
+
+
+@pytest.mark.parametrize("command, stages, expected", [
+    (["warmup", "demo"], "[rlvr, eval]", "stages: warmup is not one of this recipe's stages (rlvr, eval); it would "
+                                        "train with data.warmup.source kk-solver, data.warmup.n_puzzles 48"),
+    (["rlvr", "demo"], "[warmup, merge, eval]", "stages: rlvr is not one of this recipe's stages (warmup, merge, "
+                                                "eval); it would train with data.target.task kk_easy"),
+    (["rlvr", "demo", "--no-warmup"], "[warmup, merge, eval]",
+     "stages: rlvr-no-warmup is not one of this recipe's stages (warmup, merge, eval) and neither is rlvr"),
+])
+def test_a_stage_the_recipe_does_not_list_asks_for_its_settings_or_force(tmp_path, monkeypatch, command, stages,
+                                                                          expected):
+    """`lowres warmup` on a recipe without a warmup stage would train with whatever its warmup: section holds —
+    the GPU-sized defaults where it holds nothing. It says so (one line, exit 2), and runs only with --force."""
+    import lowres.train.rlvr
+    import lowres.train.warmup
+
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    monkeypatch.setattr(lowres.train.warmup, "run_warmup", lambda recipe, out: ran.append("warmup"))
+    monkeypatch.setattr(lowres.train.rlvr, "run_rlvr", lambda recipe, model, out, stage, seed=None: ran.append(stage))
+    runner = CliRunner()
+    result = runner.invoke(cli, [*command, "--set", f"stages={stages}", "--set", "rlvr.start_from=base"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and lines[0].endswith("or pass --force to train with these")
+    assert ran == [] and not (tmp_path / "runs").exists()
+    result = runner.invoke(cli, [*command, "--set", f"stages={stages}", "--set", "rlvr.start_from=base", "--force"])
+    assert result.exit_code == 0, result.output
+    assert ran == ["rlvr-no-warmup" if "--no-warmup" in command else command[0]]
+
+
+def test_a_forced_stage_has_its_inputs_checked_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["warmup", "demo", "--force", "--set", "stages=[rlvr, eval]", "--set",
+                                      "rlvr.start_from=base", "--set", "data.warmup.source=missing.jsonl"])
+    assert result.exit_code == 2 and "data.warmup.source: no such file missing.jsonl" in result.output
+
+
+def test_the_baseline_of_a_recipe_with_an_rlvr_stage_needs_no_force(tmp_path, monkeypatch):
+    """rlvr --no-warmup runs the rlvr section's settings: a recipe that lists rlvr gives them."""
+    import lowres.train.rlvr
+
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    monkeypatch.setattr(lowres.train.rlvr, "run_rlvr", lambda recipe, model, out, stage, seed=None: ran.append(stage))
+    result = CliRunner().invoke(cli, ["rlvr", "demo", "--no-warmup", "--set", "stages=[warmup, merge, rlvr, eval]"])
+    assert result.exit_code == 0, result.output
+    assert ran == ["rlvr-no-warmup"]

@@ -126,6 +126,8 @@ def test_export_card_and_modelfile(tiny_run, exported):
     assert table in card
     assert "```yaml" in card and "name: tiny" in card and "n_examples: 16" in card
     assert "kk_easy" in card and "kk-solver" in card
+    # No warmup summary: the recipe's load_in_4bit (auto) as this CPU resolves it; the adapter moved the model.
+    assert "- warmup: LoRA SFT on 12 solver-written" in card and "Warning" not in card
     assert "![comparison](comparison.png)" in card and (exported / "comparison.png").is_file()
     assert not (exported / "rlvr_reward.png").exists()
     modelfile = (exported / "Modelfile").read_text()
@@ -169,3 +171,61 @@ def test_missing_llama_cpp_converter_is_one_line(tiny_run, tmp_path):
     result = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(tmp_path / "o"), "--gguf",
                                       "--llama-cpp", str(tmp_path)])
     _one_line_error(result, "convert_hf_to_gguf.py", "git clone")
+
+
+@pytest.mark.slow
+def test_a_qlora_run_whose_adapter_never_moved_is_exported_with_a_warning(tiny_run, tmp_path):
+    """The card names a 4-bit warmup QLoRA, and an export that equals its base says so, on the CLI and in
+    the card."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(tiny_run, run)
+    (run / "warmup").mkdir()
+    (run / "warmup" / "summary.json").write_text(json.dumps({"load_in_4bit": True, "steps": 1}))
+    weights = load_file(run / "rlvr" / "adapter" / "adapter_model.safetensors")
+    save_file({k: torch.zeros_like(v) if "lora_B" in k else v for k, v in weights.items()},
+              run / "rlvr" / "adapter" / "adapter_model.safetensors")
+    out = tmp_path / "export"
+    result = CliRunner().invoke(cli, ["export", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    warning = (f"the exported model equals {run / 'merge'}: the adapter {run / 'rlvr' / 'adapter'} is unchanged from "
+               "initialisation (every LoRA B matrix is zero), so training changed nothing")
+    assert f"export: warning: {warning}" in " ".join(result.output.split())
+    card = (out / "README.md").read_text()
+    assert f"**Warning: {warning}.**" in card
+    assert "- warmup: QLoRA SFT on 12 solver-written Knights & Knaves traces (people [2], seed 0) (base weights in " \
+           "4-bit NF4)" in card
+    assert json.loads((out / "export.json").read_text())["unchanged"] == warning
+
+
+def test_a_merged_warmup_that_never_trained_equals_the_base_model(tmp_path):
+    """A run exported without RLVR exports its merged warmup model: the base model itself when the warmup
+    adapter never moved; and after RLVR that never moved either, the export still equals the base."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lowres.export import Source, unchanged_note
+
+    def adapter(folder, b):
+        folder.mkdir(parents=True)
+        save_file({"q_proj.lora_A.weight": torch.ones(4, 8), "q_proj.lora_B.weight": b},
+                  folder / "adapter_model.safetensors")
+
+    run = tmp_path / "runs" / "t"
+    adapter(run / "warmup" / "adapter", torch.zeros(8, 4))
+    recipe = recipe_from_dict({"name": "t", "model": {"name_or_path": "embedded:smollm2-135m"}}, "test")
+    merged_only = Source(str(run / "merge"), None, "model", run_dir=run, recipe=recipe)
+    assert unchanged_note(merged_only) == (
+        f"the exported model equals embedded:smollm2-135m: the warmup adapter {run / 'warmup' / 'adapter'} is "
+        "unchanged from initialisation (every LoRA B matrix is zero), so training changed nothing")
+    adapter(run / "rlvr" / "adapter", torch.zeros(8, 4))
+    both = Source(str(run / "merge"), run / "rlvr" / "adapter", "model", run_dir=run, recipe=recipe)
+    assert unchanged_note(both).startswith(f"the exported model equals embedded:smollm2-135m: the adapter "
+                                           f"{run / 'rlvr' / 'adapter'} and the warmup adapter")
+    adapter(run / "rlvr2" / "adapter", torch.ones(8, 4))  # RLVR moved it: the export is a new model
+    assert unchanged_note(Source(str(run / "merge"), run / "rlvr2" / "adapter", "model", run_dir=run,
+                                 recipe=recipe)) is None

@@ -1,7 +1,9 @@
 """`lowres run`: dry runs of every bundled recipe, and the demo end to end at tiny sizes, then cached."""
 
+import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -18,7 +20,9 @@ TINY = [
 
 
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
-def test_dry_run_every_bundled_recipe(name):
+def test_dry_run_every_bundled_recipe(name, monkeypatch):
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # as online: offline, an uncached Hub model is refused
+        monkeypatch.delenv(variable, raising=False)
     result = CliRunner().invoke(cli, ["run", name, "--dry-run"])
     assert result.exit_code == 0, result.output
     assert f"plan: {name}" in result.output and f"name: {name}" in result.output
@@ -159,3 +163,50 @@ def test_the_baseline_rlvr_command_refuses_a_start_model():
     result = CliRunner().invoke(cli, ["rlvr", "demo", "--no-warmup", "--model", "runs/demo/merge"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: --no-warmup starts from the recipe's base model; drop --model"
+
+
+def fake_stages(calls: list, moved: set[str] = frozenset()):
+    """A stand-in for lowres.launch.run_stage: each stage writes what the conductor reads next (an adapter,
+    results.json) and is recorded in `calls`. Adapters of the stages in `moved` have a nonzero B matrix."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lowres.evaluate import EvalResult
+
+    def run_stage(stage, args, processes=1):
+        calls.append(stage)
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if stage in ("warmup", "rlvr", "rlvr-no-warmup"):
+            (out / "adapter").mkdir(parents=True, exist_ok=True)
+            b = torch.ones(8, 4) if stage in moved else torch.zeros(8, 4)
+            save_file({"layers.0.q_proj.lora_A.weight": torch.randn(4, 8), "layers.0.q_proj.lora_B.weight": b},
+                      out / "adapter" / "adapter_model.safetensors")
+        elif stage.startswith("eval"):
+            label = args[args.index("--label") + 1]
+            result = EvalResult("kk_easy", label, 2, 1, {"base": 0.0}.get(label, 0.5), 0.0, {}, 0.0, 10.0, 0.0)
+            (out / "results.json").write_text(json.dumps([dataclasses.asdict(result)]))
+
+    return run_stage
+
+
+def test_a_warmup_that_changed_nothing_is_reported_as_the_base_model(tmp_path, monkeypatch):
+    """A warmup adapter still at its initialisation (every LoRA B zero) makes a merged model equal to the base:
+    the eval reuses the base's scores rather than showing a "warmup" row as if trained, and the report says so."""
+    import lowres.pipeline as pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "run_stage", fake_stages(calls))
+    recipe = load_recipe(bundled_recipes()["demo"], ["stages=[warmup, merge, eval]", f"output.dir={tmp_path}"])
+    results = pipeline.run_recipe(recipe)
+    assert calls == ["warmup", "merge", "eval base"]  # the warmed model was not sampled again
+    assert results["warmup"][0].accuracy_mean == results["base"][0].accuracy_mean
+    assert json.loads((tmp_path / "demo" / "eval" / "warmup" / "done.json").read_text())["same_as"] == "base"
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "## Models that did not change" in report
+    assert "- warmup: its adapter is unchanged from initialisation (no warmup step moved it" in report
+
+    calls.clear()
+    monkeypatch.setattr(pipeline, "run_stage", fake_stages(calls, moved={"warmup"}))
+    pipeline.run_recipe(recipe, force=["warmup"])
+    assert calls == ["warmup", "merge", "eval warmup"]  # trained: its own evaluation

@@ -196,3 +196,56 @@ def test_an_empty_run_name_is_refused(tmp_path):
             load_recipe(write(tmp_path, MINIMAL), [f"name={name}"])
     with pytest.raises(RecipeError, match=r"r.yaml: name: give the run a folder name"):
         load_recipe(write(tmp_path, 'name: ""\nmodel: {name_or_path: embedded:smollm2-135m}\n'))
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["warmup.max_steps=1"], "--set warmup.max_steps=1: 1 step with warmup_ratio 0.05 (lr_scheduler_type cosine) "
+                             "trains at learning rate 0: the warmup takes ceil(0.05 × 1) = 1 step and starts from 0, "
+                             "so the weights never move; set warmup.warmup_ratio: 0, warmup.lr_scheduler_type: "
+                             "constant, or warmup.max_steps: 2 or more"),
+    (["rlvr.max_steps=1", "rlvr.warmup_ratio=0.1"], "--set rlvr.max_steps=1: 1 step with warmup_ratio 0.1 "
+                                                    "(lr_scheduler_type linear) trains at learning rate 0"),
+    (["rlvr.max_steps=0"], "--set rlvr.max_steps=0: 0 trains no step; set -1 (run num_train_epochs) or at least 1"),
+    (["warmup.max_steps=0"], "--set warmup.max_steps=0: 0 trains no step"),
+])
+def test_a_schedule_that_never_moves_the_weights_is_refused(tmp_path, overrides, expected):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, MINIMAL), overrides)
+    assert str(e.value).startswith(expected) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["warmup.max_steps=1", "warmup.warmup_ratio=0"], ["warmup.max_steps=1", "warmup.lr_scheduler_type=constant"],
+    ["warmup.max_steps=2"], ["rlvr.max_steps=1"], ["rlvr.max_steps=-1", "rlvr.warmup_ratio=0.5"],
+])
+def test_a_schedule_with_a_step_that_trains_is_accepted(tmp_path, overrides):
+    load_recipe(write(tmp_path, MINIMAL), overrides)
+
+
+def test_the_schedule_check_agrees_with_transformers_schedulers():
+    """lowres.recipe mirrors transformers' schedules (the recipe check may not import transformers): every
+    step's learning-rate factor, for every scheduler, step count and warmup share."""
+    import torch
+    from transformers import TrainingArguments, get_scheduler
+
+    from lowres.recipe import first_step_that_trains, lr_factor, warmup_steps
+
+    for scheduler in ("linear", "cosine", "constant", "constant_with_warmup"):
+        for steps in (1, 2, 3, 7, 20):
+            for ratio in (0.0, 0.05, 0.2, 0.5):
+                args = TrainingArguments(output_dir="unused", warmup_steps=ratio, report_to=[])
+                warmup = warmup_steps(steps, ratio)
+                assert warmup == args.get_warmup_steps(steps)
+                optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+                theirs = get_scheduler(scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+                ours = [lr_factor(scheduler, s, steps, warmup) for s in range(steps)]
+                assert ours == pytest.approx([theirs.lr_lambdas[0](s) for s in range(steps)])
+                moves = any(theirs.lr_lambdas[0](s) > 0 for s in range(steps))
+                assert (first_step_that_trains(scheduler, steps, ratio) is not None) == moves
+
+
+def test_the_schedule_refusal_blames_the_override_that_made_it(tmp_path):
+    path = write(tmp_path, MINIMAL + "warmup:\n  max_steps: 1\n  warmup_ratio: 0\n")
+    load_recipe(path)
+    with pytest.raises(RecipeError, match=r"^--set warmup\.warmup_ratio=0\.05: 1 step with warmup_ratio 0\.05"):
+        load_recipe(path, ["warmup.warmup_ratio=0.05"])

@@ -1,7 +1,7 @@
 """Where a task's rows come from: a file the user names, a local data folder, or the Hugging Face Hub.
 
 Order of precedence in `load_rows`:
-1. `path=`: a local .jsonl, .jsonl.gz, .json or .parquet file.
+1. `path=`: a local .jsonl, .jsonl.gz, .json or .parquet file (a recipe's `data.target.path`).
 2. `$LOWRES_DATA_DIR`: a folder laid out like the offline bundle (`math500/test.jsonl`,
    `gsm8k/train.jsonl.gz`, ...); the task lists the file names it accepts, the first found wins.
 3. The Hub, with `datasets.load_dataset` (imported only then: it is slow to import).
@@ -241,13 +241,20 @@ def load_rows(
         require_columns(rows, columns, str(file), types, lines)
         return rows
     if hub is None:
-        raise UserError(f"no data for {what}: pass path= or put {local[0]} under ${DATA_DIR_ENV}")
-    rows = _load_hub(hub, what)
+        raise UserError(f"no data for {what}: {local_hint(local)}")
+    rows = _load_hub(hub, what, local)
     require_columns(rows, columns, f"Hub dataset {hub.name}", types)
     return rows
 
 
-def _load_hub(hub: HubSource, what: str) -> list[dict[str, Any]]:
+def local_hint(local: Sequence[str]) -> str:
+    """Where a task's rows can come from instead of the Hub, naming the real setting for each."""
+    where = f"${DATA_DIR_ENV}={data_dir()}" if data_dir() else f"a folder named by ${DATA_DIR_ENV}"
+    return (f"put {local[0]} under {where}, or (for the training rows) set the recipe's data.target.path to a local "
+            f"{', '.join(SUFFIXES)} file")
+
+
+def _load_hub(hub: HubSource, what: str, local: Sequence[str]) -> list[dict[str, Any]]:
     try:
         import datasets
     except ImportError as exc:
@@ -255,10 +262,10 @@ def _load_hub(hub: HubSource, what: str) -> list[dict[str, Any]]:
     try:
         dataset = datasets.load_dataset(hub.name, hub.config, split=hub.split)
     except Exception as exc:  # offline, gated, renamed: the user can fix it with a local copy
-        looked = f" (looked under ${DATA_DIR_ENV}={data_dir()})" if data_dir() else ""
         raise UserError(
             f"could not load {what} from the Hugging Face Hub ({hub.name}, split {hub.split}): "
-            f"{type(exc).__name__}: {str(exc)[:200]}; set {DATA_DIR_ENV} to a local copy{looked} or pass path="
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}; "
+            f"{local_hint(local)}"
         ) from exc
     return [dict(row) for row in dataset]
 

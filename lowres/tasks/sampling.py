@@ -26,10 +26,8 @@ def sample_examples(
     stratify_by: str | None = None,
     exclude_ids: Iterable[Any] = (),
     exclude_texts: Iterable[str] = (),
-    up_to: bool = False,
 ) -> list[dict[str, Any]]:
-    """Pick `n` rows (with `up_to`, at most `n`: all of them when fewer remain), deterministically for a
-    given `seed`, in their original order.
+    """Pick `n` rows, deterministically for a given `seed`, in their original order.
 
     stratify_by:   a column (e.g. "category"); each value gets a share of `n` proportional to its
                    size (largest-remainder rounding), so small categories are not left out by chance.
@@ -39,17 +37,7 @@ def sample_examples(
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise UserError(f"the number of examples must be a positive integer, got {n!r}")
-    excluded_ids = {str(i) for i in exclude_ids}
-    # A row without a question field has text "": that matches nothing (or a task whose rows carry
-    # only numbers, like the README's Sums, would have every row excluded).
-    excluded_texts = {normalize_text(t) for t in exclude_texts if isinstance(t, str) and t.strip()}
-    pool = [
-        (index, row) for index, row in enumerate(rows)
-        if str(row.get("id")) not in excluded_ids
-        and (not excluded_texts or normalize_text(row_text(row)) not in excluded_texts)
-    ]
-    if up_to:
-        n = min(n, len(pool))
+    pool = eligible(rows, exclude_ids, exclude_texts)
     if n > len(pool):
         raise UserError(f"asked for {n} examples but only {len(pool)} are available after exclusions")
     rng = random.Random(seed)
@@ -58,6 +46,20 @@ def sample_examples(
     else:
         chosen = _stratified(pool, n, stratify_by, rng)
     return [row for _, row in sorted(chosen, key=lambda pair: pair[0])]
+
+
+def eligible(rows: Sequence[dict[str, Any]], exclude_ids: Iterable[Any] = (),
+             exclude_texts: Iterable[str] = ()) -> list[tuple[int, dict[str, Any]]]:
+    """(index, row) of the rows `sample_examples` may pick: no excluded id, no excluded question text."""
+    excluded_ids = {str(i) for i in exclude_ids}
+    # A row without a question field has text "": that matches nothing (or a task whose rows carry
+    # only numbers, like the README's Sums, would have every row excluded).
+    excluded_texts = {normalize_text(t) for t in exclude_texts if isinstance(t, str) and t.strip()}
+    return [
+        (index, row) for index, row in enumerate(rows)
+        if str(row.get("id")) not in excluded_ids
+        and (not excluded_texts or normalize_text(row_text(row)) not in excluded_texts)
+    ]
 
 
 def _stratified(pool: list[tuple[int, dict]], n: int, column: str, rng: random.Random) -> list[tuple[int, dict]]:
@@ -113,7 +115,6 @@ def disjoint_train_subset(
     split: str | None = None,
     stratify_by: str | None = None,
     path: str | None = None,
-    up_to: bool = False,
     **load_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """`n` training rows of `task` that share no id and no question text with `eval_rows`.
@@ -132,5 +133,4 @@ def disjoint_train_subset(
         stratify_by=stratify_by,
         exclude_ids=[row.get("id") for row in eval_rows],
         exclude_texts=[row_text(row) for row in eval_rows],
-        up_to=up_to,
     )

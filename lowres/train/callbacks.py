@@ -10,6 +10,7 @@ from rich.progress import TextColumn
 from transformers import TrainerCallback
 
 from lowres.artifacts import append_jsonl
+from lowres.errors import UserError
 from lowres.ui import progress
 
 
@@ -54,6 +55,38 @@ class MetricsLogger(TrainerCallback):
         append_jsonl(self.path, record)
 
 
+class ScheduleGuard(TrainerCallback):
+    """Stop before the first step when the trainer's own learning-rate schedule gives every one of its steps a
+    learning rate of 0, so training would leave the adapter as it started. The recipe check refuses such a
+    max_steps up front (lowres.recipe.check_schedule); this catches the step count that num_train_epochs
+    makes from the data, known only here."""
+
+    def __init__(self, section: str):
+        self.section = section  # the recipe section: warmup or rlvr
+
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        factors = getattr(lr_scheduler, "lr_lambdas", None)
+        steps = state.max_steps
+        if not factors or steps < 1 or any(factors[0](s) > 0 for s in range(steps)):
+            return
+        warmup = args.get_warmup_steps(steps)
+        s, schedule = self.section, getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+        raise UserError(f"{s}: each of its {steps} optimizer step{'s' if steps != 1 else ''} (num_train_epochs "
+                        f"{args.num_train_epochs:g} over the data) has learning rate 0 — the {schedule} schedule "
+                        f"warms up from 0 over {warmup} step{'s' if warmup != 1 else ''} — so the weights "
+                        f"would never move; set {s}.warmup_ratio: 0, or more steps ({s}.num_train_epochs, more data, "
+                        f"or a smaller {s}.gradient_accumulation_steps)")
+
+
+def time_left(done: int, remaining: int, elapsed: float) -> str:
+    """H:MM:SS left for `remaining` steps at the mean time of the `done` steps this run has taken so far
+    (`elapsed` seconds since it began or resumed), or -:--:-- before the first step is done."""
+    if done <= 0:
+        return "-:--:--"
+    seconds = round(remaining * elapsed / done)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 class LiveView(TrainerCallback):
     """One progress bar for a stage: step/total, ETA, and the latest metrics, tokens/s and memory."""
 
@@ -64,21 +97,25 @@ class LiveView(TrainerCallback):
         self._task = None
         self._tokens_at_start = None
         self._time_at_start = None
+        self._step_at_start = 0
         self._latest: dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:  # one view per stage, however many processes train
             return
-        self._bar = progress(TextColumn("{task.fields[metrics]}"))
+        self._bar = progress(TextColumn("{task.fields[metrics]}"), eta_field=True)
         self._bar.start()
         self._task = self._bar.add_task(self.description, total=state.max_steps, completed=state.global_step,
-                                        metrics="")
+                                        metrics="", eta="-:--:--")
         self._time_at_start = time.time()
         self._tokens_at_start = state.num_input_tokens_seen
+        self._step_at_start = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._bar is not None:
-            self._bar.update(self._task, completed=state.global_step)
+            self._bar.update(self._task, completed=state.global_step,
+                             eta=time_left(state.global_step - self._step_at_start, state.max_steps - state.global_step,
+                                           time.time() - self._time_at_start))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._bar is None or not logs:

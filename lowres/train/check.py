@@ -76,7 +76,7 @@ def candidate_rows(recipe: Recipe) -> list[dict]:
 
     target = recipe.data.target
     if target.select == "informative":
-        return training_rows(recipe, target.select_pool or 2 * target.n_examples, up_to=True)
+        return training_rows(recipe, target.select_pool or 2 * target.n_examples)
     return training_rows(recipe)
 
 

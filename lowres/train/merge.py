@@ -41,6 +41,20 @@ def _check_adapter(adapter_dir: Path) -> dict:
     return json.loads(config.read_text())
 
 
+def adapter_is_unchanged(adapter: Path | None) -> bool:
+    """Whether a LoRA adapter is still its initialisation: every B matrix zero, so it adds nothing to the
+    model. GRPO leaves it so when no step had a reward difference to learn from (every group's
+    completions scored alike), a warmup whose every step had learning rate 0 likewise: the model is then
+    exactly the one it started from."""
+    if adapter is None or not (adapter / "adapter_model.safetensors").is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
+        b_names = [name for name in weights.keys() if "lora_B" in name]
+        return bool(b_names) and all(not weights.get_tensor(name).any() for name in b_names)
+
+
 def _device_map(hw) -> dict:
     return {"": 0 if hw.device == "cuda" else hw.device}
 
@@ -71,6 +85,9 @@ def run_merge(base_ref: str, adapter_dir: str | Path, out_dir: str | Path, *, dt
         write_json(tmp / "merge.json", report)
     console.print(f"merged {adapter_dir} into {base_ref} ({hw.dtype}); max logit difference vs "
                   f"base+adapter {report['max_logit_diff']:.2e} on {report['prompts']} prompts → {out_dir}")
+    if report["adapter_unchanged"]:
+        console.print(f"[yellow]merge: the adapter {adapter_dir} is unchanged from its initialisation (every LoRA B "
+                      f"matrix is zero): no training step moved it, so the merged model is {base_ref} itself[/yellow]")
     return out_dir
 
 
@@ -100,12 +117,13 @@ def _merge_and_check(location: str, base_ref: str, adapter_dir: Path, hw, verify
     scale = max((b.abs().max().item() for b in before), default=1.0)
     relative = max_diff / max(scale, 1.0)  # relative to the logits' magnitude
     allowed = max(tolerance, ROUNDING_FLOOR[hw.dtype])
+    unchanged = adapter_is_unchanged(adapter_dir)
     if relative > allowed:
         raise UserError(f"merged model disagrees with base+adapter: max logit difference {max_diff:.3g} "
                         f"({relative:.3g} relative) > {allowed} (merge.tolerance {tolerance}, {hw.dtype} rounding "
                         f"floor {ROUNDING_FLOOR[hw.dtype]}); the merge is not trustworthy")
     report = {"base_model": base_ref, "adapter": str(adapter_dir), "dtype": hw.dtype, "prompts": len(prompts),
               "max_logit_diff": max_diff, "relative_diff": relative, "tolerance": tolerance,
-              "allowed": allowed}
+              "allowed": allowed, "adapter_unchanged": unchanged}
     return merged, tokenizer, report
 

@@ -31,7 +31,6 @@ from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings
 from lowres.rewards import CoinFlipReward, reward_functions
 from lowres.tasks import get_task
-from lowres.tasks.sampling import disjoint_train_subset
 from lowres.train.backend import (
     activations_need_checkpointing,
     checkpointing_active,
@@ -41,7 +40,7 @@ from lowres.train.backend import (
     trainable_in_fp32,
     uses_gradient_checkpointing,
 )
-from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
+from lowres.train.callbacks import LiveView, MetricsLogger, ScheduleGuard, peak_memory
 from lowres.train.check import prepare_rows, start_model
 from lowres.train.common import (
     ddp_args,
@@ -52,6 +51,7 @@ from lowres.train.common import (
     save_stage_output,
     tracking_args,
 )
+from lowres.train.examples import rlvr_examples
 from lowres.train.resume import finished_before, resume_point
 from lowres.ui import console
 
@@ -288,19 +288,15 @@ def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
                           loss_dtype=loss_dtype(recipe.rlvr.loss_dtype, hw))
 
 
-def training_rows(recipe: Recipe, n: int | None = None, up_to: bool = False) -> list[dict]:
-    """The ≤N training examples (`n`, default data.target.n_examples; with `up_to`, fewer when the data has
-    fewer), disjoint (by id and question text) from the rows the eval stage scores."""
-    target = recipe.data.target
-    task = get_task(target.task)
-    eval_rows = (task.load("test", limit=recipe.eval.limit_for(target.task), seed=recipe.seed)
-                 if target.task in recipe.eval.tasks else [])
-    load_kwargs = {"category": target.category} if target.category else {}
-    picked = disjoint_train_subset(task, n or target.n_examples, seed=target.seed, eval_rows=eval_rows,
-                                   path=target.path, up_to=up_to, **load_kwargs)
-    if not picked:
-        raise UserError(f"data.target: no {target.task} training examples left after removing eval questions")
-    return picked
+def training_rows(recipe: Recipe, n: int | None = None) -> list[dict]:
+    """The ≤N training examples (`n`, default data.target.n_examples; fewer when the data has fewer),
+    disjoint (by id and question text) from the rows the eval stage scores (lowres.train.examples); says
+    when they are fewer than asked for, or more than the method is about."""
+    examples = rlvr_examples(recipe, n)
+    if n is None:
+        for note in examples.notes():
+            console.print(f"[yellow]rlvr: {note}[/yellow]")
+    return examples.rows
 
 
 def build_dataset(rows: list[dict], tokenizer, recipe: Recipe):
@@ -417,7 +413,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     trainer = lowres_grpo_trainer(recipe, hw)(
         model=model, reward_funcs=reward_funcs, args=args,
         train_dataset=dataset, processing_class=tokenizer,
-        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
+        callbacks=[ScheduleGuard("rlvr"), MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
                    live, *callbacks],
     )
     drop_default_printer(trainer)

@@ -17,13 +17,13 @@ from pathlib import Path
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import stage_fingerprints
-from lowres.hardware import Hardware, detect, loss_dtype
+from lowres.hardware import Hardware, detect, loss_dtype, resolve_load_in_4bit
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe
 from lowres.tasks.base import r1_messages
 from lowres.tasks.data import read_trace_file
 from lowres.train.backend import load_trainable, prepare_backend, trainable_in_fp32, uses_gradient_checkpointing
-from lowres.train.callbacks import LiveView, MetricsLogger, peak_memory
+from lowres.train.callbacks import LiveView, MetricsLogger, ScheduleGuard, peak_memory
 from lowres.train.common import (
     ddp_args,
     drop_default_printer,
@@ -114,7 +114,8 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     examples = load_warmup_examples(recipe)
     checkpointing = uses_gradient_checkpointing(hw, recipe.model.name_or_path,
                                                 cfg.per_device_train_batch_size * recipe.model.max_seq_length)
-    model, tokenizer = load_trainable(recipe.model.name_or_path, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
+    four_bit, _ = resolve_load_in_4bit(cfg.load_in_4bit, hw.device)
+    model, tokenizer = load_trainable(recipe.model.name_or_path, hw, cfg.lora, load_in_4bit=four_bit,
                                       max_seq_length=recipe.model.max_seq_length, seed=recipe.seed,
                                       gradient_checkpointing=checkpointing)
     pairs, dropped = to_text_pairs(examples, tokenizer, recipe)
@@ -137,14 +138,14 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     trainer = SFTTrainer(
         model=model, args=args, processing_class=tokenizer,
         train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held_out) if held_out else None,
-        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", "warmup"), live, *callbacks],
+        callbacks=[ScheduleGuard("warmup"), MetricsLogger(out_dir / "metrics.jsonl", "warmup"), live, *callbacks],
     )
     drop_default_printer(trainer)
     trainable_in_fp32(trainer.model, hw)
     if resume:
         console.print(f"resuming warmup from {resume}")
     memory_settings = {"warmup.per_device_train_batch_size": cfg.per_device_train_batch_size,
-                       "model.max_seq_length": recipe.model.max_seq_length, "warmup.load_in_4bit": cfg.load_in_4bit}
+                       "model.max_seq_length": recipe.model.max_seq_length, "warmup.load_in_4bit": four_bit}
     try:
         with oom_guard("warmup", memory_settings, checkpointing), disk_guard(out_dir, "warmup"):
             result = trainer.train(resume_from_checkpoint=resume)
@@ -155,7 +156,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
     summary = {
         "examples": len(examples), "dropped_over_max_seq_length": dropped, "train_examples": len(train),
         "held_out_examples": len(held_out), "steps": result.global_step, "train_loss": result.training_loss,
-        "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": cfg.load_in_4bit,
+        "eval_loss": eval_loss, "base_model": recipe.model.name_or_path, "load_in_4bit": four_bit,
         "backend": hw.backend, "dtype": hw.dtype,
         "loss_dtype": str(autocast or hw.dtype).removeprefix("torch."), "gradient_checkpointing": checkpointing,
         "peak_memory": peak_memory(), "processes": recipe.num_processes,

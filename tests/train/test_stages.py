@@ -107,9 +107,29 @@ def test_merge_agrees_with_base_plus_adapter_and_reloads(warmed, tmp_path):
     recipe, out = warmed
     merged = run_merge(recipe.model.name_or_path, out / "adapter", tmp_path / "merged")
     report = json.loads((merged / "merge.json").read_text())
-    assert report["relative_diff"] <= report["tolerance"]
+    assert report["relative_diff"] <= report["tolerance"] and report["adapter_unchanged"] is False
     model = AutoModelForCausalLM.from_pretrained(merged)
     assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_merging_an_adapter_that_never_trained_says_so(tmp_path, capsys):
+    """An adapter at its initialisation (LoRA B zero: a warmup whose every step had learning rate 0) merges into
+    the base unchanged; the merge stage says so, in merge.json and on screen."""
+    from peft import get_peft_model
+
+    from lowres.models import load_model_and_tokenizer
+    from lowres.recipe import LoraSection
+    from lowres.train.backend import lora_config
+    from lowres.train.merge import run_merge
+
+    model, _ = load_model_and_tokenizer("embedded:smollm2-135m")
+    get_peft_model(model, lora_config(LoraSection(r=4, lora_alpha=8))).save_pretrained(tmp_path / "adapter")
+    merged = run_merge("embedded:smollm2-135m", tmp_path / "adapter", tmp_path / "merged", verify_prompts=1)
+    report = json.loads((merged / "merge.json").read_text())
+    assert report["adapter_unchanged"] is True and report["max_logit_diff"] == 0.0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "is unchanged from its initialisation (every LoRA B matrix is zero): no training step moved it, so " \
+           "the merged model is embedded:smollm2-135m itself" in shown
 
 
 def test_a_good_bf16_merge_passes_the_check(warmed, tmp_path):
