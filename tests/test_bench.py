@@ -100,7 +100,8 @@ def test_bench_demo_fills_every_figure_and_writes_json(tmp_path):
     total = report["extrapolated_recipe_seconds"]["transformers"]
     assert total == pytest.approx(sum(r["extrapolated_seconds"] for r in rows.values()), abs=0.5)
     assert report["hardware"]["matmul_fp32_gflops"] > 0 and report["versions"]["torch"]
-    assert set(report["fingerprints"]) == {"base", "warmup", "merge", "rlvr", "rlvr-no-warmup", "eval"}
+    assert set(report["fingerprints"]) == {"base", "warmup", "merge", "rlvr", "rlvr-no-warmup",
+                                          "rlvr-random-reward", "eval"}
     assert "whole recipe on transformers" in result.output
 
 

@@ -244,8 +244,10 @@ def test_import_unsloth_first_imports_it_on_a_cuda_machine(fake_gpu, monkeypatch
     monkeypatch.setattr(hardware, "unsloth_installed", lambda: True)
     assert hardware.import_unsloth_first("transformers") is False and "unsloth" not in sys.modules
     assert hardware.import_unsloth_first() is True
-    assert sys.modules["unsloth"].IMPORTED
-    monkeypatch.delitem(sys.modules, "unsloth")
+    try:
+        assert sys.modules["unsloth"].IMPORTED
+    finally:  # (monkeypatch.delitem would put the stand-in back at teardown, for every later test to see)
+        del sys.modules["unsloth"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert hardware.import_unsloth_first() is False and "unsloth" not in sys.modules
 

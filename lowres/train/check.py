@@ -6,7 +6,7 @@ the signal check on the training prompts. The start model's samples are cached i
 `<run>/signal-checks/<fingerprint>.json`, so the arms that share a start model (rlvr and its coin-flip
 control, and every seed of them) sample it once, and `lowres check` followed by `lowres run` samples once.
 
-The sampling happens in this process with lowres's own loop, except in a process that has imported Unsloth
+The sampling happens in this process with lowres's own loop, except in a stage that trains on Unsloth
 (its patched classes break that loop, desk check W1): there a `lowres check` child samples instead.
 """
 
@@ -177,15 +177,16 @@ def _sample_in_child(recipe: Recipe, model_ref: str, stage: str, cache: Path) ->
 
 
 def start_model_samples(recipe: Recipe, stage: str, model_ref: str, made_by: str | None, rows: list[dict],
-                        cache_to: Path | None = None) -> dict:
-    """The graded samples of the start model on `rows`, from the run's cache or sampled now."""
+                        cache_to: Path | None = None, in_child: bool = False) -> dict:
+    """The graded samples of the start model on `rows`, from the run's cache or sampled now (`in_child`: by a
+    `lowres check` child process, for a stage that trains on Unsloth)."""
     ids = [row_id(r, i) for i, r in enumerate(rows)]
     fp = _samples_fingerprint(recipe, model_ref, made_by, ids)
     cache = cache_to or recipe.run_dir / "signal-checks" / f"{fp}.json"
     cached = artifacts.read_json(cache)
     if isinstance(cached, dict) and cached.get("fingerprint") == fp:
         return cached
-    if "unsloth" in sys.modules and cache_to is None:
+    if in_child and cache_to is None:
         _sample_in_child(recipe, model_ref, stage, cache)
         data = {**artifacts.read_json(cache), "fingerprint": fp}  # the child knew the model by its path only
         artifacts.write_json(cache, data)
@@ -199,7 +200,8 @@ def start_model_samples(recipe: Recipe, stage: str, model_ref: str, made_by: str
 
 
 def prepare_rows(recipe: Recipe, stage: str, out_dir: Path, model_ref: str | None = None,
-                 run_check: bool = True, write: bool = True) -> tuple[list[dict], SignalCheck | None]:
+                 run_check: bool = True, write: bool = True,
+                 unsloth: bool = False) -> tuple[list[dict], SignalCheck | None]:
     """The rows the stage trains on and the signal check of them (None when off). Writes selection.json
     (informative selection) and signal_check.json to `out_dir` and shows the check (unless `write` is False:
     the other processes of a launch); with `rlvr.signal_check: refuse`, a problem stops here with one line."""
@@ -210,7 +212,7 @@ def prepare_rows(recipe: Recipe, stage: str, out_dir: Path, model_ref: str | Non
     if not (informative or checking):
         return rows, None
     ref, made_by = start_model(recipe, stage, model_ref)
-    data = start_model_samples(recipe, stage, ref, made_by, rows_to_sample(recipe, rows))
+    data = start_model_samples(recipe, stage, ref, made_by, rows_to_sample(recipe, rows), in_child=unsloth)
     groups = [PromptGroup(**g) for g in data["groups"]]
     if informative:
         kept, why = select_informative(groups, target.n_examples, target.seed)
