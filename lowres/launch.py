@@ -19,9 +19,7 @@ import subprocess
 import sys
 
 from lowres.distributed import launcher_command
-from lowres.errors import OutOfMemory, UserError
-
-INTERRUPTED = 130  # the shell's convention for "stopped by SIGINT"
+from lowres.errors import INTERRUPTED, OutOfMemory, UserError
 
 
 class StageFailed(Exception):

@@ -22,45 +22,24 @@ from typing import Any, Literal
 
 import yaml
 
-from lowres.errors import UserError
+from lowres.errors import RecipeError, UserError
+from lowres.fields import REQUIRED
+from lowres.fields import setting as _f
+from lowres.tasks.generic import TaskSpecSection, register_spec_tasks
 
 STAGES = ("warmup", "merge", "rlvr", "rlvr-no-warmup", "eval")
 # The stages that train: timed by steps in `lowres bench`, run as num_processes processes by `lowres run`.
 TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup")
 # rlvr-no-warmup: the same GRPO as rlvr, from the base model (the paper's no-warmup baseline), side by side
-REQUIRED = object()  # sentinel default: the key must be given in the recipe
 # Optimizers a recipe may name (transformers' names). The 8-bit ones are bitsandbytes' and need CUDA.
 CUDA_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 Optimizer = Literal["adamw_torch_fused", "adamw_torch", "adamw_8bit", "paged_adamw_8bit"]
 
 
-class RecipeError(UserError):
-    """A recipe that cannot be used; the message says where and what to fix.
-
-    `where` is the key path at fault (e.g. rlvr.learning_rate) and `detail` the problem, so an error
-    in a value that came from `--set` can blame the `--set` instead of the file."""
-
-    def __init__(self, message: str, where: str | None = None, detail: str | None = None,
-                 related: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.where, self.detail, self.related = where, detail, related
-
-
 def _fail(source: str, where: str, detail: str, related: tuple[str, ...] = ()) -> RecipeError:
     """The error for key `where`; `related`: other keys the problem involves (a `--set` of any of
     them is blamed)."""
-    return RecipeError(f"{source}: {where}: {detail}", where, detail, related)
-
-
-def _f(default: Any = REQUIRED, *, help: str = "", min: float | None = None, max: float | None = None,
-       min_exclusive: bool = False):
-    """A recipe field: default, one-line help, and an allowed numeric range."""
-    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive}
-    if default is REQUIRED:
-        return field(default=None, metadata={**meta, "required": True})
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
+    return RecipeError.at(source, where, detail, related)
 
 
 def _section(cls):
@@ -242,33 +221,6 @@ class EvalSection:
     def limit_for(self, task: str) -> int | None:
         """Questions of `task` to score (None: all of its test split)."""
         return self.limit.get(task) if isinstance(self.limit, dict) else self.limit
-
-
-@dataclass
-class TaskSpecSection:
-    """A task defined in the recipe alone: a data file or hub dataset, field names and a grader."""
-
-    train: str = _f(REQUIRED, help="training rows: a .jsonl, .jsonl.gz, .json, .csv or .parquet file (relative to "
-                    "the working folder), or hf:org/name (a Hugging Face dataset, or hf:/path/to/a/local/folder)")
-    test: str | None = _f(None, help="evaluation rows, in the same forms as train; None: a seeded test_fraction "
-                          "share of train, disjoint from the rest (which is then the train split)")
-    test_fraction: float = _f(0.5, min=0.0, max=1.0, min_exclusive=True,
-                              help="share of train held out as the test split when test is not given")
-    hf_config: str | None = _f(None, help="the Hugging Face dataset's configuration (load_dataset's name)")
-    train_split: str = _f("train", help="split of a hf: train dataset")
-    test_split: str = _f("test", help="split of a hf: test dataset")
-    question: str = _f(REQUIRED, help="the field holding the question text")
-    answer: str | None = _f(None, help="the field holding the gold answer (required except for grader code)")
-    choices: str | None = _f(None, help="the field holding the list of options (grader choice: shown as A., B., …; "
-                             "the answer is a letter, an option's index from 0, or the option's text)")
-    tests: str | None = _f(None, help="the field holding Python test code run after the model's code (grader code)")
-    entry_point: str | None = _f(None, help="grader code: the field naming the function the tests check "
-                                 "(check(<entry_point>) is then called after the tests)")
-    system_prompt: str | None = _f(None, help="the system turn; None: lowres's R1 prompt (<think> then <answer>)")
-    grader: Literal["math", "number", "exact", "choice", "code"] = _f(
-        REQUIRED, help="math: math-verify equivalence; number: numeric within tolerance; exact: normalised "
-        "string of the <answer>; choice: the option letter; code: run the code and the tests field in the sandbox")
-    tolerance: float = _f(1e-6, min=0.0, help="grader number: |answer - gold| <= tolerance × max(1, |gold|)")
 
 
 @dataclass
@@ -571,49 +523,6 @@ def _load_recipe_plugins(recipe: Recipe) -> None:
     except UserError as e:
         detail = str(e).removeprefix("plugins: ")
         raise RecipeError(f"{recipe.source}: plugins: {detail}", "plugins", detail) from None
-
-
-def check_task_spec(spec: TaskSpecSection, where: str, source: str) -> None:
-    """The fields a spec's grader needs, and data sources lowres can read (files are read later)."""
-    from lowres.tasks.data import SUFFIXES
-
-    needs = {"math": "answer", "number": "answer", "exact": "answer", "choice": "choices", "code": "tests"}
-    field_name = needs[spec.grader]
-    if getattr(spec, field_name) is None:
-        raise _fail(source, f"{where}.{field_name}", f"grader {spec.grader} needs the name of the field holding "
-                    f"the {'options' if field_name == 'choices' else field_name}")
-    if spec.grader == "choice" and spec.answer is None:
-        raise _fail(source, f"{where}.answer", "grader choice needs the name of the field holding the answer")
-    for key in ("train", "test"):
-        value = getattr(spec, key)
-        if value is None or value.startswith("hf:"):
-            if value is not None and not value[3:].strip():
-                raise _fail(source, f"{where}.{key}", "hf: needs a dataset name, e.g. hf:openai/gsm8k")
-            continue
-        if not value.lower().endswith((*SUFFIXES, ".csv")):
-            raise _fail(source, f"{where}.{key}", f"{value!r}: expected a {', '.join((*SUFFIXES, '.csv'))} "
-                        "file or hf:org/name")
-
-
-def register_spec_tasks(specs: dict[str, TaskSpecSection], source: str, prefix: str = "tasks") -> None:
-    """Check each spec and register its GenericTask, so data.target.task and eval.tasks can name it."""
-    from lowres.tasks import _BUILTIN, _REGISTERED
-    from lowres.tasks.generic import GenericTask
-
-    for name, spec in specs.items():
-        where = f"{prefix}.{name}"
-        if not name.strip() or "," in name or "=" in name:
-            raise _fail(source, where, f"a task name needs no commas or '=' (got {name!r})")
-        if name in _BUILTIN:
-            raise _fail(source, where, f"{name!r} is a built-in task; give yours another name")
-        existing = _REGISTERED.get(name)
-        if existing is not None and not isinstance(existing, GenericTask):
-            raise _fail(source, where, f"a plugin already registers a task named {name!r}; give this one another "
-                        "name")
-        check_task_spec(spec, where, source)
-        from lowres.tasks import register_task
-
-        register_task(GenericTask(name, spec))
 
 
 def load_task_specs(path: str | Path) -> dict[str, TaskSpecSection]:
