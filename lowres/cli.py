@@ -513,13 +513,17 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | N
 @processes_option
 def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None, num_processes: int | None) -> None:
     """Stage 1: (Q)LoRA SFT on long chain-of-thought traces. Rerun to resume after an interruption."""
-    recipe = _recipe(recipe_file, overrides, num_processes)
-    if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes, out=out)):
-        return
-    _training_start(recipe)
-    from lowres.train.warmup import run_warmup
+    from lowres.runlock import run_folder_lock, stage_run_folder
 
-    run_warmup(recipe, out)
+    recipe = _recipe(recipe_file, overrides, num_processes)
+    with run_folder_lock(stage_run_folder(out or recipe.run_dir / "warmup", recipe.run_dir)):
+        if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes,
+                                                            out=out)):
+            return
+        _training_start(recipe)
+        from lowres.train.warmup import run_warmup
+
+        run_warmup(recipe, out)
 
 
 @cli.command()
@@ -577,14 +581,18 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no
     """Stage 2: LoRA GRPO with the target task's verifiable reward on ≤100 examples."""
     if no_warmup and model_ref:
         raise UserError("--no-warmup starts from the recipe's base model; drop --model")
-    recipe = _recipe(recipe_file, overrides, num_processes)
-    args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup, out=out)
-    if _launch_if_several(recipe, "rlvr", args):
-        return
-    _training_start(recipe)
-    from lowres.train.rlvr import run_rlvr
+    from lowres.runlock import run_folder_lock, stage_run_folder
 
-    run_rlvr(recipe, model_ref, out, stage="rlvr-no-warmup" if no_warmup else "rlvr")
+    recipe = _recipe(recipe_file, overrides, num_processes)
+    stage = "rlvr-no-warmup" if no_warmup else "rlvr"
+    args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup, out=out)
+    with run_folder_lock(stage_run_folder(out or recipe.run_dir / stage, recipe.run_dir)):
+        if _launch_if_several(recipe, "rlvr", args):
+            return
+        _training_start(recipe)
+        from lowres.train.rlvr import run_rlvr
+
+        run_rlvr(recipe, model_ref, out, stage=stage)
 
 
 # ---------------------------------------------------------------- eval and compare
@@ -638,8 +646,11 @@ def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_n
     out = out or Path("runs") / "eval" / (default_label.replace(":", "-") + (f"+{adapter.name}" if adapter else ""))
     output_folder(out, "results folder")
     label = label or default_label
-    results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label,
-                             dtype=dtype)
+    from lowres.runlock import run_folder_lock, stage_run_folder
+
+    with run_folder_lock(stage_run_folder(out)):
+        results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label,
+                                 dtype=dtype)
     if table:
         console.print(results_table({label: results}))
     console.print(f"results → {out}")
@@ -706,7 +717,10 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, forc
             console.print(line)
         click.echo(dump_recipe(recipe), nl=False)
         return
-    run_recipe(recipe, force)
+    from lowres.runlock import run_folder_lock
+
+    with run_folder_lock(recipe.run_dir):
+        run_recipe(recipe, force)
 
 
 # ---------------------------------------------------------------- bench
