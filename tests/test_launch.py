@@ -84,13 +84,14 @@ time.sleep(60)
     assert time.time() - started < 15
 
 
-def test_cli_says_how_to_resume_after_an_interrupted_stage(monkeypatch):
+def test_cli_says_how_to_resume_after_an_interrupted_stage(monkeypatch, tmp_path):
     from lowres import pipeline
 
     def interrupted(recipe, force=()):
         raise StageFailed("warmup", INTERRUPTED, None)
 
     monkeypatch.setattr(pipeline, "run_recipe", interrupted)
+    monkeypatch.chdir(tmp_path)  # the run folder (and its lock) goes to runs/demo there
     result = CliRunner().invoke(cli, ["run", "demo"])
     assert result.exit_code == INTERRUPTED
     assert "interrupted during warmup" in result.output and "again to resume" in result.output
