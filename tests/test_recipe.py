@@ -225,7 +225,7 @@ def test_the_column_of_a_bad_byte_counts_characters(tmp_path):
     (MINIMAL + "tasks:\n  caps:\n    train: c.jsonl\n    question: q\n    question: question\n    grader: exact\n",
      "r.yaml:8: tasks.caps.question: duplicate key (first on line 7)"),
     (MINIMAL + "eval:\n  limit: {kk: 5, kk: 6}\n", "r.yaml:5: eval.limit.kk: duplicate key"),
-])
+], ids=["section", "top-level", "flow-mapping", "task-spec", "limit-mapping"])
 def test_a_key_given_twice_is_refused_with_its_line_and_path(tmp_path, text, message):
     with pytest.raises(RecipeError) as info:
         load_recipe(write(tmp_path, text))
