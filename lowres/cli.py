@@ -310,6 +310,9 @@ def _people(text: str) -> list[int]:
     try:
         if "-" in text:
             lo, hi = (int(x) for x in text.split("-", 1))
+            if lo > hi:
+                raise UserError(f"--people {text!r}: the range is reversed; write the smaller size first: "
+                                f"--people {hi}-{lo}")
             sizes = list(range(lo, hi + 1))
         else:
             sizes = [int(x) for x in text.split(",")]

@@ -32,7 +32,7 @@ from lowres.models import describe_model
 from lowres.recipe import DEFAULT_RECIPE, TRAINING_STAGES, Recipe, dump_recipe
 from lowres.report import comparison_lines, plot_comparison, plot_reward_curves, results_markdown, results_table
 from lowres.train.resume import set_aside_checkpoints
-from lowres.ui import console
+from lowres.ui import console, counted
 
 __all__ = ["DEFAULT_RECIPE", "plan", "run_recipe"]
 
@@ -134,7 +134,7 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
 
 
 def _global_batch(per_device: int, steps: int, processes: int) -> tuple[int, str]:
-    parts = [f"{per_device} per device", f"{steps} accumulation step{'s' if steps != 1 else ''}"]
+    parts = [f"{per_device} per device", counted(steps, "accumulation step")]
     if processes > 1:
         parts.append(f"{processes} processes")
     return per_device * steps * processes, " × ".join(parts)

@@ -50,6 +50,17 @@ def _roles(answer):
     return [line.endswith("knight") for line in answer.splitlines()]
 
 
+@pytest.mark.parametrize(("people", "message"), [
+    ("7-3", "error: --people '7-3': the range is reversed; write the smaller size first: --people 3-7"),
+    ("2-9", "error: --people '2-9': puzzles have 2 to 8 people"),
+])
+def test_a_bad_people_range_says_what_to_write(runner, tmp_path, people, message):
+    for command in (["kk", "generate"], ["kk", "traces"]):
+        result = runner.invoke(cli, [*command, "--people", people, "--out", str(tmp_path / "x.jsonl")])
+        assert result.exit_code == 2 and result.output.strip() == message
+        assert not (tmp_path / "x.jsonl").exists()
+
+
 @pytest.mark.parametrize("args", [
     ["kk", "generate", "--people", "9", "--out", "x.jsonl"],
     ["kk", "generate", "--people", "three", "--out", "x.jsonl"],
