@@ -43,7 +43,28 @@ class _Exit(click.ClickException):
             error(self.message)
 
 
+# Set by main(): this process is the `lowres` program, where a Ctrl-C ends in one line and exit code 130.
+# Called any other way (a test's CliRunner, a notebook's cli.main), the CLI lets the KeyboardInterrupt through
+# to its caller, which must stop too (a test suite must not carry on after Ctrl-C).
+_RUNNING_AS_PROGRAM = False
+
+
+class _PassedInterrupt(BaseException):
+    """Carries a KeyboardInterrupt past Click's main, which would turn it into "Aborted!" and exit code 1;
+    `_Group.main` raises it again on the far side."""
+
+    def __init__(self, interrupt: KeyboardInterrupt):
+        super().__init__()
+        self.interrupt = interrupt
+
+
 class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except _PassedInterrupt as passed:
+            raise passed.interrupt from None
+
     def invoke(self, ctx):
         from lowres.launch import INTERRUPTED, StageFailed
 
@@ -64,11 +85,15 @@ class _Group(click.Group):
                 raise _UserFacingError(f"cannot write {e.filename or 'a file'} ({os.strerror(e.errno)})") from None
             raise
         except StageFailed as e:
+            if e.interrupt is not None and not _RUNNING_AS_PROGRAM:
+                raise _PassedInterrupt(e.interrupt) from None
             if e.exit_code == INTERRUPTED:
                 raise _Exit(f"interrupted during {e.stage}; the last checkpoint is kept: run the same command "
                             "again to resume", INTERRUPTED) from None
             raise _Exit(e.message, e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            if not _RUNNING_AS_PROGRAM:
+                raise _PassedInterrupt(interrupt) from None
             # In a stage's child the conductor says how to resume; on its own, say it here.
             child = os.environ.get("LOWRES_STAGE_CHILD") == "1"
             raise _Exit(None if child else "interrupted; the last checkpoint is kept: run the same command "
@@ -769,6 +794,9 @@ def bench(recipe_file, overrides, steps, stages, backend, model_config, json_pat
 
 
 def main() -> None:
+    """The `lowres` program (console script, python -m lowres)."""
+    global _RUNNING_AS_PROGRAM
+    _RUNNING_AS_PROGRAM = True
     cli(prog_name="lowres")
 
 
