@@ -38,12 +38,52 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """This process's umask. Linux shows it in /proc/self/status; elsewhere the only way to read it is to
+    set it and put it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permissions a file created with open() gets under the user's umask (0o644 under 022)."""
+    return 0o666 & ~_umask()
+
+
+def new_folder_mode() -> int:
+    """The permissions a folder created with mkdir() gets under the user's umask (0o755 under 022)."""
+    return 0o777 & ~_umask()
+
+
+def follow_umask(folder: Path) -> None:
+    """Give `folder` and everything in it the permissions the user's umask gives new files and folders.
+    Some writers make their files owner-only whatever the umask: safetensors (0.8) writes every weights
+    file 0600, and mkstemp/mkdtemp do too."""
+    file_mode, folder_mode = new_file_mode(), new_folder_mode()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        path.chmod(folder_mode if executable else file_mode)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` atomically: a reader sees the old file or the whole new one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            # mkstemp makes the file owner-only (0600), which the rename would keep: give it the mode any
+            # file the user creates gets.
+            os.fchmod(f.fileno(), new_file_mode())
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -115,6 +155,7 @@ def building_folder(folder: str | os.PathLike):
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     yield tmp
+    follow_umask(tmp)
     old = folder.with_name(folder.name + ".old")
     if old.exists():
         shutil.rmtree(old)

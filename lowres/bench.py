@@ -29,7 +29,7 @@ from lowres.errors import OutOfMemory, UserError
 from lowres.estimate import KNOWN_SHAPES
 from lowres.launch import INTERRUPTED, StageFailed, run_stage
 from lowres.recipe import STAGES, TRAINING_STAGES, Recipe, dump_recipe, recipe_from_dict
-from lowres.ui import console
+from lowres.ui import console, counted
 
 # Shapes for --model-config: the Qwen2.5 configs (as in their config.json), and a tiny one for tests.
 MODEL_CONFIGS = {
@@ -382,7 +382,7 @@ def report_table(report: dict):
             "-" if r["generation_tokens_per_second"] is None else f"{r['generation_tokens_per_second']:.0f}",
             "-" if peak is None else f"{kind} {peak:.1f} GiB",
             "-" if r["steps_in_recipe"] is None else
-            f"{r['steps_in_recipe']} models" if r["stage"] == "eval" else str(r["steps_in_recipe"]),
+            counted(r["steps_in_recipe"], "model") if r["stage"] == "eval" else str(r["steps_in_recipe"]),
             _minutes(r["extrapolated_seconds"]))
     return table
 

@@ -43,7 +43,28 @@ class _Exit(click.ClickException):
             error(self.message)
 
 
+# Set by main(): this process is the `lowres` program, where a Ctrl-C ends in one line and exit code 130.
+# Called any other way (a test's CliRunner, a notebook's cli.main), the CLI lets the KeyboardInterrupt through
+# to its caller, which must stop too (a test suite must not carry on after Ctrl-C).
+_RUNNING_AS_PROGRAM = False
+
+
+class _PassedInterrupt(BaseException):
+    """Carries a KeyboardInterrupt past Click's main, which would turn it into "Aborted!" and exit code 1;
+    `_Group.main` raises it again on the far side."""
+
+    def __init__(self, interrupt: KeyboardInterrupt):
+        super().__init__()
+        self.interrupt = interrupt
+
+
 class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except _PassedInterrupt as passed:
+            raise passed.interrupt from None
+
     def invoke(self, ctx):
         from lowres.launch import INTERRUPTED, StageFailed
 
@@ -64,11 +85,15 @@ class _Group(click.Group):
                 raise _UserFacingError(f"cannot write {e.filename or 'a file'} ({os.strerror(e.errno)})") from None
             raise
         except StageFailed as e:
+            if e.interrupt is not None and not _RUNNING_AS_PROGRAM:
+                raise _PassedInterrupt(e.interrupt) from None
             if e.exit_code == INTERRUPTED:
                 raise _Exit(f"interrupted during {e.stage}; the last checkpoint is kept: run the same command "
                             "again to resume", INTERRUPTED) from None
             raise _Exit(e.message, e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            if not _RUNNING_AS_PROGRAM:
+                raise _PassedInterrupt(interrupt) from None
             # In a stage's child the conductor says how to resume; on its own, say it here.
             child = os.environ.get("LOWRES_STAGE_CHILD") == "1"
             raise _Exit(None if child else "interrupted; the last checkpoint is kept: run the same command "
@@ -315,6 +340,9 @@ def _people(text: str) -> list[int]:
     try:
         if "-" in text:
             lo, hi = (int(x) for x in text.split("-", 1))
+            if lo > hi:
+                raise UserError(f"--people {text!r}: the range is reversed; write the smaller size first: "
+                                f"--people {hi}-{lo}")
             sizes = list(range(lo, hi + 1))
         else:
             sizes = [int(x) for x in text.split(",")]
@@ -525,14 +553,17 @@ def _recipe(recipe_file: str, overrides: tuple[str, ...], num_processes: int | N
 def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None, num_processes: int | None,
            force: bool) -> None:
     """Stage 1: (Q)LoRA SFT on long chain-of-thought traces. Rerun to resume after an interruption."""
-    recipe = _recipe(recipe_file, overrides, num_processes, stage="warmup", force=force)
-    if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes, out=out,
-                                                        force=force)):
-        return
-    _training_start(recipe)
-    from lowres.train.warmup import run_warmup
+    from lowres.runlock import run_folder_lock, stage_run_folder
 
-    run_warmup(recipe, out)
+    recipe = _recipe(recipe_file, overrides, num_processes, stage="warmup", force=force)
+    with run_folder_lock(stage_run_folder(out or recipe.run_dir / "warmup", recipe.run_dir)):
+        if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes,
+                                                            out=out, force=force)):
+            return
+        _training_start(recipe)
+        from lowres.train.warmup import run_warmup
+
+        run_warmup(recipe, out)
 
 
 @cli.command()
@@ -599,16 +630,19 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no
         raise UserError("--no-warmup starts from the recipe's base model; drop --model")
     if no_warmup and random_reward:
         raise UserError("--random-reward is the control for rlvr's own start model; drop --no-warmup")
+    from lowres.runlock import run_folder_lock, stage_run_folder
+
     stage = "rlvr-no-warmup" if no_warmup else "rlvr-random-reward" if random_reward else "rlvr"
     recipe = _recipe(recipe_file, overrides, num_processes, stage=stage, force=force)
     args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup,
                        random_reward=random_reward, seed=arm_seed, out=out, force=force)
-    if _launch_if_several(recipe, "rlvr", args):
-        return
-    _training_start(recipe)
-    from lowres.train.rlvr import run_rlvr
+    with run_folder_lock(stage_run_folder(out or recipe.run_dir / stage, recipe.run_dir)):
+        if _launch_if_several(recipe, "rlvr", args):
+            return
+        _training_start(recipe)
+        from lowres.train.rlvr import run_rlvr
 
-    run_rlvr(recipe, model_ref, out, stage=stage, seed=arm_seed)
+        run_rlvr(recipe, model_ref, out, stage=stage, seed=arm_seed)
 
 
 @cli.command()
@@ -633,8 +667,11 @@ def check(recipe_file: str, overrides: tuple[str, ...], stage: str, model_ref: s
         return
     if recipe.rlvr.signal_check == "off":
         recipe = load_recipe(resolve_recipe_path(recipe_file), [*overrides, "rlvr.signal_check=warn"])
-    out = output_folder(recipe.run_dir / stage, f"{stage} folder")
-    prepare_rows(recipe, stage, out, model_ref)
+    from lowres.runlock import run_folder_lock
+
+    with run_folder_lock(recipe.run_dir):  # it writes into the run folder: not while a run is writing there
+        out = output_folder(recipe.run_dir / stage, f"{stage} folder")
+        prepare_rows(recipe, stage, out, model_ref)
 
 
 # ---------------------------------------------------------------- eval and compare
@@ -692,8 +729,11 @@ def eval_command(model_ref, adapter, tasks, n_samples, temperature, top_p, max_n
     out = out or Path("runs") / "eval" / (default_label.replace(":", "-") + (f"+{adapter.name}" if adapter else ""))
     output_folder(out, "results folder")
     label = label or default_label
-    results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label,
-                             dtype=dtype)
+    from lowres.runlock import run_folder_lock, stage_run_folder
+
+    with run_folder_lock(stage_run_folder(out)):
+        results = evaluate_model(model_ref, names, settings, adapter=adapter, limit=limit, out_dir=out, label=label,
+                                 dtype=dtype)
     if table:
         console.print(results_table({label: results}))
     console.print(f"results → {out}")
@@ -760,7 +800,10 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, forc
             console.print(line)
         click.echo(dump_recipe(recipe), nl=False)
         return
-    run_recipe(recipe, force)
+    from lowres.runlock import run_folder_lock
+
+    with run_folder_lock(recipe.run_dir):
+        run_recipe(recipe, force)
 
 
 # ---------------------------------------------------------------- bench
@@ -808,6 +851,9 @@ def bench(recipe_file, overrides, steps, stages, backend, model_config, json_pat
 
 
 def main() -> None:
+    """The `lowres` program (console script, python -m lowres)."""
+    global _RUNNING_AS_PROGRAM
+    _RUNNING_AS_PROGRAM = True
     cli(prog_name="lowres")
 
 

@@ -22,6 +22,8 @@ import socket
 import sys
 from pathlib import Path
 
+from lowres.errors import INTERRUPTED
+
 # Where each process of a launch leaves its one-line error (bad input, out of memory) for the launcher
 # to print once, instead of every process printing it.
 ERRORS_DIR_ENV = "LOWRES_RANK_ERRORS"
@@ -97,7 +99,6 @@ def launch(num_processes: int, args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from lowres.launch import INTERRUPTED
     from lowres.ui import error
 
     # The launcher's own log lines (a process failed, the others are being stopped) and its traceback

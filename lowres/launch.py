@@ -19,18 +19,17 @@ import subprocess
 import sys
 
 from lowres.distributed import launcher_command
-from lowres.errors import OutOfMemory, UserError
-
-INTERRUPTED = 130  # the shell's convention for "stopped by SIGINT"
+from lowres.errors import INTERRUPTED, OutOfMemory, UserError
 
 
 class StageFailed(Exception):
     """A stage's child process did not finish; `exit_code` is what the CLI should exit with and
-    `message` the one line to print (None: the child has printed it already)."""
+    `message` the one line to print (None: the child has printed it already). `interrupt`: the Ctrl-C
+    (KeyboardInterrupt) this process received and passed on to the child, if that is what stopped it."""
 
-    def __init__(self, stage: str, exit_code: int, message: str | None):
+    def __init__(self, stage: str, exit_code: int, message: str | None, interrupt: KeyboardInterrupt | None = None):
         super().__init__(message or f"{stage} stopped with exit code {exit_code}")
-        self.stage, self.exit_code, self.message = stage, exit_code, message
+        self.stage, self.exit_code, self.message, self.interrupt = stage, exit_code, message, interrupt
 
 
 def stage_command(args: list[str]) -> list[str]:
@@ -69,9 +68,9 @@ def run_stage(stage: str, args: list[str], grace_seconds: float = 60.0, processe
         raise UserError(f"cannot start the {stage} stage: {e}") from None
     try:
         code = child.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         _stop(child, grace_seconds)
-        raise StageFailed(stage, INTERRUPTED, None) from None
+        raise StageFailed(stage, INTERRUPTED, None, interrupt) from None
     if code == 0:
         return
     if code in (UserError.exit_code, OutOfMemory.exit_code):

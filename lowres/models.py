@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowres.artifacts import follow_umask
 from lowres.errors import UserError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -88,6 +89,7 @@ def _convert_embedded(model: EmbeddedModel, dest: Path) -> None:
         try:
             hf_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            follow_umask(tmp)  # mkdtemp's folder and safetensors' files are owner-only whatever the umask
             if dest.exists():
                 shutil.rmtree(dest)
             tmp.rename(dest)

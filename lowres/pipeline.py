@@ -34,7 +34,7 @@ from lowres.report import plot_comparison, plot_pass_at_k, plot_reward_curves, r
 from lowres.signal_check import summary_lines
 from lowres.train.merge import adapter_is_unchanged
 from lowres.train.resume import set_aside_checkpoints
-from lowres.ui import console
+from lowres.ui import console, counted
 
 __all__ = ["DEFAULT_RECIPE", "adapter_is_unchanged", "plan", "run_recipe"]
 
@@ -185,7 +185,7 @@ def _stage_rows(recipe: Recipe, stage: str, fingerprints: dict[str, str], arms: 
 
 
 def _global_batch(per_device: int, steps: int, processes: int) -> tuple[int, str]:
-    parts = [f"{per_device} per device", f"{steps} accumulation step{'s' if steps != 1 else ''}"]
+    parts = [f"{per_device} per device", counted(steps, "accumulation step")]
     if processes > 1:
         parts.append(f"{processes} processes")
     return per_device * steps * processes, " × ".join(parts)

@@ -23,7 +23,10 @@ from typing import Any, Literal
 
 import yaml
 
-from lowres.errors import UserError
+from lowres.errors import RecipeError, UserError
+from lowres.fields import REQUIRED
+from lowres.fields import setting as _f
+from lowres.tasks.generic import TaskSpecSection, register_spec_tasks
 
 STAGES = ("warmup", "merge", "rlvr", "rlvr-no-warmup", "rlvr-random-reward", "eval")
 # The stages that train: timed by steps in `lowres bench`, run as num_processes processes by `lowres run`.
@@ -31,39 +34,15 @@ TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup", "rlvr-random-reward")
 # The GRPO arms: rlvr; rlvr-no-warmup, the same GRPO from the base model (the paper's no-warmup baseline);
 # rlvr-random-reward, the same GRPO from rlvr's start model rewarded by a coin flip (the spurious-reward control).
 RLVR_ARMS = ("rlvr", "rlvr-no-warmup", "rlvr-random-reward")
-REQUIRED = object()  # sentinel default: the key must be given in the recipe
 # Optimizers a recipe may name (transformers' names). The 8-bit ones are bitsandbytes' and need CUDA.
 CUDA_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 Optimizer = Literal["adamw_torch_fused", "adamw_torch", "adamw_8bit", "paged_adamw_8bit"]
 
 
-class RecipeError(UserError):
-    """A recipe that cannot be used; the message says where and what to fix.
-
-    `where` is the key path at fault (e.g. rlvr.learning_rate) and `detail` the problem, so an error
-    in a value that came from `--set` can blame the `--set` instead of the file."""
-
-    def __init__(self, message: str, where: str | None = None, detail: str | None = None,
-                 related: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.where, self.detail, self.related = where, detail, related
-
-
 def _fail(source: str, where: str, detail: str, related: tuple[str, ...] = ()) -> RecipeError:
     """The error for key `where`; `related`: other keys the problem involves (a `--set` of any of
     them is blamed)."""
-    return RecipeError(f"{source}: {where}: {detail}", where, detail, related)
-
-
-def _f(default: Any = REQUIRED, *, help: str = "", min: float | None = None, max: float | None = None,
-       min_exclusive: bool = False):
-    """A recipe field: default, one-line help, and an allowed numeric range."""
-    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive}
-    if default is REQUIRED:
-        return field(default=None, metadata={**meta, "required": True})
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
+    return RecipeError.at(source, where, detail, related)
 
 
 def _section(cls):
@@ -264,33 +243,6 @@ class EvalSection:
 
 
 @dataclass
-class TaskSpecSection:
-    """A task defined in the recipe alone: a data file or hub dataset, field names and a grader."""
-
-    train: str = _f(REQUIRED, help="training rows: a .jsonl, .jsonl.gz, .json, .csv or .parquet file (relative to "
-                    "the working folder), or hf:org/name (a Hugging Face dataset, or hf:/path/to/a/local/folder)")
-    test: str | None = _f(None, help="evaluation rows, in the same forms as train; None: a seeded test_fraction "
-                          "share of train, disjoint from the rest (which is then the train split)")
-    test_fraction: float = _f(0.5, min=0.0, max=1.0, min_exclusive=True,
-                              help="share of train held out as the test split when test is not given")
-    hf_config: str | None = _f(None, help="the Hugging Face dataset's configuration (load_dataset's name)")
-    train_split: str = _f("train", help="split of a hf: train dataset")
-    test_split: str = _f("test", help="split of a hf: test dataset")
-    question: str = _f(REQUIRED, help="the field holding the question text")
-    answer: str | None = _f(None, help="the field holding the gold answer (required except for grader code)")
-    choices: str | None = _f(None, help="the field holding the list of options (grader choice: shown as A., B., …; "
-                             "the answer is a letter, an option's index from 0, or the option's text)")
-    tests: str | None = _f(None, help="the field holding Python test code run after the model's code (grader code)")
-    entry_point: str | None = _f(None, help="grader code: the field naming the function the tests check "
-                                 "(check(<entry_point>) is then called after the tests)")
-    system_prompt: str | None = _f(None, help="the system turn; None: lowres's R1 prompt (<think> then <answer>)")
-    grader: Literal["math", "number", "exact", "choice", "code"] = _f(
-        REQUIRED, help="math: math-verify equivalence; number: numeric within tolerance; exact: normalised "
-        "string of the <answer>; choice: the option letter; code: run the code and the tests field in the sandbox")
-    tolerance: float = _f(1e-6, min=0.0, help="grader number: |answer - gold| <= tolerance × max(1, |gold|)")
-
-
-@dataclass
 class OutputSection:
     """Where runs go and what they log to."""
 
@@ -446,14 +398,64 @@ def _check_range(value: Any, meta: dict, where: str, source: str) -> None:
         raise _fail(source, where, f"must be <= {hi}, got {value}")
 
 
+# Names people write for a recipe key, from habit or other trainers' configs -> the key (in the sections that
+# have it). Asked before the spelling match, which reads `lr` as `lora` and `bs` as nothing.
+KEY_ALIASES = {
+    "lr": "learning_rate", "learningrate": "learning_rate", "learning_rate_init": "learning_rate",
+    "bs": "per_device_train_batch_size", "batch_size": "per_device_train_batch_size",
+    "batch": "per_device_train_batch_size", "train_batch_size": "per_device_train_batch_size",
+    "per_device_batch_size": "per_device_train_batch_size", "micro_batch_size": "per_device_train_batch_size",
+    "epochs": "num_train_epochs", "num_epochs": "num_train_epochs", "n_epochs": "num_train_epochs",
+    "epoch": "num_train_epochs",
+    "steps": "max_steps", "num_steps": "max_steps", "train_steps": "max_steps", "total_steps": "max_steps",
+    "grad_accum": "gradient_accumulation_steps", "gradient_accumulation": "gradient_accumulation_steps",
+    "accumulation_steps": "gradient_accumulation_steps", "grad_accumulation_steps": "gradient_accumulation_steps",
+    "ga": "gradient_accumulation_steps",
+    "scheduler": "lr_scheduler_type", "lr_scheduler": "lr_scheduler_type", "schedule": "lr_scheduler_type",
+    "warmup": "warmup_ratio", "warmup_steps": "warmup_ratio",
+    "wd": "weight_decay",
+    "optimizer": "optim",
+    "rank": "r", "lora_r": "r", "lora_rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
+    "target": "target_modules", "targets": "target_modules", "modules": "target_modules",
+    "model": "name_or_path", "model_name": "name_or_path", "model_id": "name_or_path", "path": "name_or_path",
+    "model_name_or_path": "name_or_path", "name": "name_or_path",
+    "torch_dtype": "dtype", "precision": "dtype",
+    "max_length": "max_seq_length", "seq_len": "max_seq_length", "max_len": "max_seq_length",
+    "context_length": "max_seq_length",
+    "generations": "num_generations", "group_size": "num_generations", "num_completions": "num_generations",
+    "kl": "beta", "kl_coef": "beta", "kl_coeff": "beta",
+    "clip_range": "epsilon", "cliprange": "epsilon", "clip_eps": "epsilon",
+    "prompt_length": "max_prompt_length", "completion_length": "max_completion_length",
+    "max_new_tokens": "max_completion_length", "max_tokens": "max_new_tokens",
+    "samples": "n_samples", "num_samples": "n_samples",
+    "output_dir": "dir", "out": "dir", "out_dir": "dir",
+    "qlora": "load_in_4bit", "4bit": "load_in_4bit", "load_4bit": "load_in_4bit",
+    "examples": "n_examples", "num_examples": "n_examples",
+    "puzzles": "n_puzzles", "num_puzzles": "n_puzzles",
+}
+
+
+def meant_key(key: str, known: list[str]) -> str | None:
+    """The key of `known` that an unknown `key` most likely means: the same written with dashes or capitals,
+    a common alias (lr, bs, epochs, …), else the closest spelling; None when nothing is close."""
+    plain = key.strip().lower().replace("-", "_")
+    if plain in known:
+        return plain
+    alias = KEY_ALIASES.get(plain)
+    if alias in known:
+        return alias
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _build(cls: type, raw: dict, prefix: str, source: str):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in raw:
         if key not in fields:
             where = f"{prefix}.{key}" if prefix else str(key)
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
+            close = meant_key(str(key), list(fields))
+            hint = f"; did you mean {close!r}?" if close else f"; known keys: {', '.join(fields)}"
             raise _fail(source, where, f"unknown key{hint}")
     kwargs = {}
     for name, f in fields.items():
@@ -653,63 +655,11 @@ def _load_recipe_plugins(recipe: Recipe) -> None:
         raise RecipeError(f"{recipe.source}: plugins: {detail}", "plugins", detail) from None
 
 
-def check_task_spec(spec: TaskSpecSection, where: str, source: str) -> None:
-    """The fields a spec's grader needs, and data sources lowres can read (files are read later)."""
-    from lowres.tasks.data import SUFFIXES
-
-    needs = {"math": "answer", "number": "answer", "exact": "answer", "choice": "choices", "code": "tests"}
-    field_name = needs[spec.grader]
-    if getattr(spec, field_name) is None:
-        raise _fail(source, f"{where}.{field_name}", f"grader {spec.grader} needs the name of the field holding "
-                    f"the {'options' if field_name == 'choices' else field_name}")
-    if spec.grader == "choice" and spec.answer is None:
-        raise _fail(source, f"{where}.answer", "grader choice needs the name of the field holding the answer")
-    for key in ("train", "test"):
-        value = getattr(spec, key)
-        if value is None or value.startswith("hf:"):
-            if value is not None and not value[3:].strip():
-                raise _fail(source, f"{where}.{key}", "hf: needs a dataset name, e.g. hf:openai/gsm8k")
-            continue
-        if not value.lower().endswith((*SUFFIXES, ".csv")):
-            raise _fail(source, f"{where}.{key}", f"{value!r}: expected a {', '.join((*SUFFIXES, '.csv'))} "
-                        "file or hf:org/name")
-
-
-def register_spec_tasks(specs: dict[str, TaskSpecSection], source: str, prefix: str = "tasks") -> None:
-    """Check each spec and register its GenericTask, so data.target.task and eval.tasks can name it."""
-    from lowres.tasks import _BUILTIN, _REGISTERED
-    from lowres.tasks.generic import GenericTask
-
-    for name, spec in specs.items():
-        where = f"{prefix}.{name}"
-        if not name.strip() or "," in name or "=" in name:
-            raise _fail(source, where, f"a task name needs no commas or '=' (got {name!r})")
-        if name in _BUILTIN:
-            raise _fail(source, where, f"{name!r} is a built-in task; give yours another name")
-        existing = _REGISTERED.get(name)
-        if existing is not None and not isinstance(existing, GenericTask):
-            raise _fail(source, where, f"a plugin already registers a task named {name!r}; give this one another "
-                        "name")
-        check_task_spec(spec, where, source)
-        from lowres.tasks import register_task
-
-        register_task(GenericTask(name, spec))
-
-
 def load_task_specs(path: str | Path) -> dict[str, TaskSpecSection]:
     """Register the tasks of a YAML file's top-level `tasks:` mapping (a recipe file is one), for
     `lowres eval --task-spec`; returns them. Bad input is a one-line RecipeError naming the file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such task-spec file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read the task-spec file: {e.__class__.__name__}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{path}{line}: YAML syntax error: {getattr(e, 'problem', None) or e}") from None
+    raw = read_yaml(path, "task-spec file", "no such task-spec file")
     if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict) or not raw["tasks"]:
         raise RecipeError(f"{path}: expected a top-level `tasks:` mapping of task name -> spec")
     source = str(path)
@@ -735,20 +685,70 @@ def _blamed_override(where: str | None, overrides) -> str | None:
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, validate and return a recipe; every problem is a one-line RecipeError."""
     path = Path(path)
+    raw = read_yaml(path, "recipe", "no such recipe file (bundled recipes: `lowres recipes list`)")
+    return recipe_from_dict(raw, str(path), overrides)
+
+
+def read_yaml(path: Path, kind: str, missing: str) -> Any:
+    """The YAML document in a recipe (or task-spec) file. Every problem is a one-line RecipeError naming the
+    file and, where there is one, the line: `missing` when there is no such file; bytes that are not UTF-8
+    (line and column of the first); a YAML syntax error; a key given twice in one mapping."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file (bundled recipes: `lowres recipes list`)") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read the recipe: {e.__class__.__name__}") from None
+        raise RecipeError(f"{path}: {missing}") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise RecipeError(f"{path}: cannot read the {kind}: {e.__class__.__name__}") from None
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # Counted in the bytes (the decoder's offset is one); the column in characters of the line's valid start.
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start) + 1
+        column = len(data[line_start:e.start].decode("utf-8")) + 1
+        raise RecipeError(f"{path}:{line}:{column}: byte 0x{data[e.start]:02x} is not UTF-8 text; save the {kind} "
+                          "as UTF-8") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicate_keys(node, "", str(path))
+        return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise RecipeError(f"{path}{line}: YAML syntax error: {problem}") from None
-    return recipe_from_dict(raw, str(path), overrides)
+    finally:
+        loader.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, where: str, source: str, seen: set[int] | None = None) -> None:
+    """A key written twice in one mapping: YAML keeps the last value and drops the first without a word, so
+    an edit lower in the file would silently undo one above it (or the reverse)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias of a node already checked (it may even contain itself)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{where}[{index}]", source, seen)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_line: dict[tuple[str, str], int] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults` merges keys that the mapping may override: that is what it is for
+        path = f"{where}.{key_node.value}" if where else str(key_node.value)
+        line = key_node.start_mark.line + 1
+        earlier = first_line.get((key_node.tag, key_node.value))
+        if earlier is not None:
+            raise RecipeError(f"{source}:{line}: {path}: duplicate key (first on line {earlier}); YAML would keep "
+                              "only the last value: remove one", path, f"duplicate key (first on line {earlier})")
+        first_line[(key_node.tag, key_node.value)] = line
+        _refuse_duplicate_keys(value_node, path, source, seen)
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -17,11 +17,13 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lowres.tasks.answers import has_r1_format
-from lowres.tasks.base import Score, Task
+
+# DEFAULT_REWARDS, RewardValues: the reward values a grader pays live beside Score; still importable from here,
+# their former home.
+from lowres.tasks.base import DEFAULT_REWARDS, RewardValues, Score, Task  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -30,31 +32,6 @@ ROW_JSON = "row_json"
 # Keyword arguments TRL adds that are not dataset columns.
 _TRL_EXTRAS = frozenset({"completion_ids", "trainer_state", "log_extra", "log_metric", "environments"})
 _MAX_LOGGED_ERRORS = 5
-
-
-@dataclass(frozen=True)
-class RewardValues:
-    """The reward a task's grader pays. The default is the paper's convention for the target tasks.
-
-    correct:     formatted and right.
-    wrong:       formatted but wrong.
-    unformatted: the required answer format is missing (no \\boxed{}, no code block, ...), or the
-                 grader failed on the completion.
-    """
-
-    correct: float = 1.0
-    wrong: float = 0.0
-    unformatted: float = 0.0
-
-    def reward(self, formatted: bool, correct: bool) -> float:
-        """The reward for a verdict; a right answer in the wrong format earns `unformatted`."""
-        if not formatted:
-            return self.unformatted
-        return self.correct if correct else self.wrong
-
-
-# The paper's values for the target tasks: 1 for a right answer, 0 otherwise.
-DEFAULT_REWARDS = RewardValues()
 
 
 def completion_text(completion: Any) -> str:

@@ -38,6 +38,11 @@ def progress(*extra_columns, transient: bool = False, eta_field: bool = False) -
     )
 
 
+def counted(count: int, noun: str) -> str:
+    """A count and its noun, singular for one: "1 step", "3 steps"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def error(message: str) -> None:
     """One line, to stderr: what went wrong and what to fix."""
     from rich.markup import escape

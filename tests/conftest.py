@@ -1,13 +1,22 @@
-"""Test-wide setup: no network, and a model cache that survives between local runs."""
+"""Test-wide setup: no network, a model cache that survives between local runs, and the benchmark data
+(a few rows of each data set, committed under tests/fixtures; the full sets where the user names them)."""
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Benchmark data shipped beside the checkout (../shared/data); CI has it too.
-SHARED_DATA = Path(os.environ.get("LOWRES_SHARED_DATA", REPO.parent / "shared" / "data"))
+# A handful of rows per data set, in the layout the task loaders read (tests/fixtures/README.md).
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
+# The full data sets, only where the user names a copy with $LOWRES_DATA_DIR (read before it is replaced
+# below): the tests that need every row run against it, and are skipped without it.
+_NAMED_DATA = os.environ.get("LOWRES_DATA_DIR", "").strip()
+FULL_DATA = Path(_NAMED_DATA).expanduser().resolve() if _NAMED_DATA else None
+if FULL_DATA == FIXTURE_DATA:
+    FULL_DATA = None
+NO_FULL_DATA = "runs on the full data sets only: set LOWRES_DATA_DIR to a copy of them (tests/fixtures/README.md)"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -15,9 +24,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # The embedded model is converted once per cache; keep the cache in the repo's (ignored) pytest
 # folder so local reruns skip the ≈20 s conversion, while a fresh CI clone starts clean.
 os.environ.setdefault("LOWRES_HOME", str(REPO / ".pytest_cache" / "lowres_home"))
-# Tasks read the benchmark data from here instead of the hub (offline).
-if SHARED_DATA.is_dir():
-    os.environ.setdefault("LOWRES_DATA_DIR", str(SHARED_DATA))
+# Every test reads the fixtures (never the Hub, never a folder outside the checkout) unless it asks for
+# the full data.
+os.environ["LOWRES_DATA_DIR"] = str(FIXTURE_DATA)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,11 +42,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"benchmark data not found at {SHARED_DATA}")
-    return SHARED_DATA
+@dataclass(frozen=True)
+class BenchmarkData:
+    """A benchmark data folder (set as $LOWRES_DATA_DIR) and whether it holds the full data sets."""
+
+    path: Path
+    full: bool
+
+    def pick(self, in_fixtures, in_full):
+        """The value that holds for this data: e.g. a row count of the fixtures or of the full set."""
+        return in_full if self.full else in_fixtures
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +65,29 @@ def embedded_model():
 
 
 @pytest.fixture
-def data_dir(monkeypatch, shared_data) -> Path:
-    """The benchmark data as $LOWRES_DATA_DIR, for tests that load task data offline."""
-    monkeypatch.setenv("LOWRES_DATA_DIR", str(shared_data))
-    return shared_data
+def data_dir(monkeypatch) -> Path:
+    """The fixture data as $LOWRES_DATA_DIR, for tests that load task data offline."""
+    monkeypatch.setenv("LOWRES_DATA_DIR", str(FIXTURE_DATA))
+    return FIXTURE_DATA
+
+
+@pytest.fixture
+def full_data(monkeypatch) -> Path:
+    """The full benchmark data the user named with $LOWRES_DATA_DIR, as $LOWRES_DATA_DIR; skipped without it."""
+    if FULL_DATA is None:
+        pytest.skip(NO_FULL_DATA)
+    if not FULL_DATA.is_dir():
+        pytest.fail(f"LOWRES_DATA_DIR={FULL_DATA} is not a folder")
+    monkeypatch.setenv("LOWRES_DATA_DIR", str(FULL_DATA))
+    return FULL_DATA
+
+
+@pytest.fixture(params=["fixtures", "full"])
+def benchmark_data(request) -> BenchmarkData:
+    """Runs a test on the fixtures, and again on the full data sets where the user names them."""
+    if request.param == "fixtures":
+        return BenchmarkData(request.getfixturevalue("data_dir"), full=False)
+    return BenchmarkData(request.getfixturevalue("full_data"), full=True)
 
 
 @pytest.fixture

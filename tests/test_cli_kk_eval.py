@@ -14,7 +14,7 @@ def runner():
     return CliRunner()
 
 
-def test_kk_generate_traces_show_and_import(runner, tmp_path, shared_data):
+def test_kk_generate_traces_show_and_import(runner, tmp_path, data_dir):
     puzzles = tmp_path / "p.jsonl"
     result = runner.invoke(cli, ["kk", "generate", "-n", "7", "--people", "2-4", "--seed", "3", "--out", str(puzzles)])
     assert result.exit_code == 0, result.output
@@ -36,10 +36,10 @@ def test_kk_generate_traces_show_and_import(runner, tmp_path, shared_data):
     assert shown.exit_code == 0 and "solver-written trace" in shown.output and rows[2]["names"][0] in shown.output
 
     imported = tmp_path / "lr.jsonl"
-    result = runner.invoke(cli, ["kk", "import-logic-rl", str(shared_data / "knights_knaves" / "logic_rl"),
+    result = runner.invoke(cli, ["kk", "import-logic-rl", str(data_dir / "knights_knaves" / "logic_rl"),
                                  "--split", "test", "--out", str(imported)])
     assert result.exit_code == 0, result.output
-    assert len(imported.read_text().splitlines()) == 500
+    assert len(imported.read_text().splitlines()) == 5 * 4  # the fixtures: 4 test puzzles of each size, 3-7
 
 
 def _names(answer):
@@ -48,6 +48,17 @@ def _names(answer):
 
 def _roles(answer):
     return [line.endswith("knight") for line in answer.splitlines()]
+
+
+@pytest.mark.parametrize(("people", "message"), [
+    ("7-3", "error: --people '7-3': the range is reversed; write the smaller size first: --people 3-7"),
+    ("2-9", "error: --people '2-9': puzzles have 2 to 8 people"),
+])
+def test_a_bad_people_range_says_what_to_write(runner, tmp_path, people, message):
+    for command in (["kk", "generate"], ["kk", "traces"]):
+        result = runner.invoke(cli, [*command, "--people", people, "--out", str(tmp_path / "x.jsonl")])
+        assert result.exit_code == 2 and result.output.strip() == message
+        assert not (tmp_path / "x.jsonl").exists()
 
 
 @pytest.mark.parametrize("args", [

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -229,3 +231,20 @@ def test_a_merged_warmup_that_never_trained_equals_the_base_model(tmp_path):
     adapter(run / "rlvr2" / "adapter", torch.ones(8, 4))  # RLVR moved it: the export is a new model
     assert unchanged_note(Source(str(run / "merge"), run / "rlvr2" / "adapter", "model", run_dir=run,
                                  recipe=recipe)) is None
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)],
+                         ids=["umask022", "umask027"])
+def test_exported_files_get_the_umask_mode(tiny_run, tmp_path, umask, file_mode, folder_mode):
+    """The weights, tokenizer, card, Modelfile and export record: what open() would give them, not owner-only."""
+    out = tmp_path / "o"
+    old = os.umask(umask)
+    try:
+        result = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(out), "--ollama", "tiny-r1"])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]
+             if p.name != "comparison.png"}  # copied from the run with its own mode (as cp -p does)
+    assert {"README.md", "Modelfile", "export.json", "config.json", "model.safetensors"} <= set(modes)
+    assert modes == {name: folder_mode if (out / name).is_dir() else file_mode for name in modes}

@@ -206,7 +206,7 @@ def test_importing_the_cli_imports_none_of_the_libraries_unsloth_patches():
 
 @pytest.mark.parametrize("command", ["warmup", "rlvr"])
 @pytest.mark.parametrize("backend", ["auto", "transformers"])
-def test_training_commands_import_unsloth_before_the_libraries(monkeypatch, command, backend):
+def test_training_commands_import_unsloth_before_the_libraries(monkeypatch, tmp_path, command, backend):
     """S1: the CLI's start-up imports transformers (quiet_libraries); a training command asks for
     unsloth first, with the recipe's backend (transformers: never imported), then the libraries."""
     from lowres import ui
@@ -218,6 +218,7 @@ def test_training_commands_import_unsloth_before_the_libraries(monkeypatch, comm
     monkeypatch.setattr(ui, "quiet_libraries", lambda: order.append("libraries"))
     monkeypatch.setattr(warmup, "run_warmup", lambda *a, **k: order.append("train"))
     monkeypatch.setattr(rlvr, "run_rlvr", lambda *a, **k: order.append("train"))
+    monkeypatch.chdir(tmp_path)  # the run folder (and its lock) goes to runs/demo there
     result = CliRunner().invoke(cli, [command, "demo", "--set", f"model.backend={backend}"])
     assert result.exit_code == 0, result.output
     assert order == [("unsloth", backend), "libraries", "train"]

@@ -84,13 +84,14 @@ time.sleep(60)
     assert time.time() - started < 15
 
 
-def test_cli_says_how_to_resume_after_an_interrupted_stage(monkeypatch):
+def test_cli_says_how_to_resume_after_an_interrupted_stage(monkeypatch, tmp_path):
     from lowres import pipeline
 
     def interrupted(recipe, force=()):
         raise StageFailed("warmup", INTERRUPTED, None)
 
     monkeypatch.setattr(pipeline, "run_recipe", interrupted)
+    monkeypatch.chdir(tmp_path)  # the run folder (and its lock) goes to runs/demo there
     result = CliRunner().invoke(cli, ["run", "demo"])
     assert result.exit_code == INTERRUPTED
     assert "interrupted during warmup" in result.output and "again to resume" in result.output
@@ -117,3 +118,69 @@ output: {{dir: {tmp_path / 'runs'}}}
                                                 "(64); raise it or use shorter traces"]
     assert "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "runs" / "broken" / "warmup" / "done.json").exists()
+
+
+# ---------------------------------------------------------------- Ctrl-C inside a caller (pytest, a notebook)
+
+def test_ctrl_c_in_a_stage_run_in_process_reaches_the_caller(monkeypatch, tmp_path):
+    """Called in-process (CliRunner, cli.main) the CLI does not turn a Ctrl-C into an exit code: the caller
+    (here pytest, which must stop the suite) gets the KeyboardInterrupt."""
+    from lowres.train import warmup
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(warmup, "run_warmup", interrupted)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        CliRunner().invoke(cli, ["warmup", "demo"])
+
+
+def test_ctrl_c_while_lowres_run_waits_for_a_stage_reaches_the_caller(child_runs, tmp_path):
+    """A real child stage and a real SIGINT to this process: the child is stopped, then the interrupt goes on."""
+    import threading
+
+    from lowres.runlock import HELD_ENV, run_folder_lock
+
+    started = tmp_path / "started"
+    child_runs(f"""
+import signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+Path({str(started)!r}).touch()
+time.sleep(60)
+""")
+
+    def interrupt_once_the_child_runs():
+        for _ in range(600):
+            if started.exists():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=interrupt_once_the_child_runs, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        CliRunner().invoke(cli, ["run", "demo", "--set", f"output.dir={tmp_path}"])
+    assert started.exists()
+    assert HELD_ENV not in os.environ
+    with run_folder_lock(tmp_path / "demo"):  # the run's lock was let go
+        pass
+
+
+def test_the_lowres_program_still_ends_a_ctrl_c_in_one_line(monkeypatch, tmp_path, capsys):
+    import lowres.cli
+    from lowres.train import warmup
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lowres.cli, "_RUNNING_AS_PROGRAM", False)  # main() sets it; restored after the test
+    monkeypatch.setattr(warmup, "run_warmup", interrupted)
+    monkeypatch.setattr(sys, "argv", ["lowres", "warmup", "demo"])
+    monkeypatch.delenv("LOWRES_STAGE_CHILD", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as ended:
+        lowres.cli.main()
+    assert ended.value.code == INTERRUPTED
+    assert capsys.readouterr().err.strip() == ("error: interrupted; the last checkpoint is kept: run the same "
+                                               "command again to resume")

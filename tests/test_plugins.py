@@ -282,6 +282,22 @@ def test_unknown_task_suggests_a_close_name():
     assert "did you mean" not in str(e.value) and "(known: " in str(e.value)
 
 
+def test_unknown_task_in_eval_names_every_way_to_define_one(tmp_path):
+    """Tasks without Python (a recipe's tasks:, --task-spec FILE) as well as plugins."""
+    from click.testing import CliRunner
+
+    from lowres.cli import cli
+
+    result = CliRunner().invoke(cli, ["eval", "embedded:smollm2-135m", "--tasks", "capitals", "--out",
+                                      str(tmp_path / "e")])
+    assert result.exit_code == 2
+    message = one_line(result.output.strip())
+    assert message.startswith("error: unknown task 'capitals'")
+    for way in ("a recipe's tasks:", "lowres eval --task-spec FILE", "plugins: [my_tasks.py]",
+                "lowres eval --plugin my_tasks.py"):
+        assert way in message
+
+
 # ---------------------------------------------------------------- the manual's example (docs/tasks.md), as written
 
 def readme_section() -> str:

@@ -249,3 +249,63 @@ def test_the_schedule_refusal_blames_the_override_that_made_it(tmp_path):
     load_recipe(path)
     with pytest.raises(RecipeError, match=r"^--set warmup\.warmup_ratio=0\.05: 1 step with warmup_ratio 0\.05"):
         load_recipe(path, ["warmup.warmup_ratio=0.05"])
+
+
+@pytest.mark.parametrize("line", [1, 7, 500])
+def test_a_byte_that_is_not_utf8_is_reported_on_its_line(tmp_path, line):
+    lines = [b"name: t", b"model:", b"  name_or_path: embedded:smollm2-135m"]
+    lines += [f"# note {n}".encode() for n in range(4, 601)]
+    lines[line - 1] += b"  # caf\xe9 au lait"  # Latin-1, not UTF-8
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    column = len(lines[line - 1].split(b"\xe9")[0]) + 1
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"{path}:{line}:{column}: byte 0xe9 is not UTF-8 text; save the recipe as UTF-8"
+
+
+def test_the_column_of_a_bad_byte_counts_characters(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_bytes("name: t\ndescription: naïve ".encode() + b"\xff\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:2:20: byte 0xff is not UTF-8 text"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (MINIMAL + "rlvr:\n  learning_rate: 1e-5\n  max_steps: 3\n  learning_rate: 2e-5\n",
+     "r.yaml:7: rlvr.learning_rate: duplicate key (first on line 5)"),
+    (MINIMAL + "name: u\n", "r.yaml:4: name: duplicate key (first on line 1)"),
+    ("name: t\nmodel: {name_or_path: a, name_or_path: b}\n", "r.yaml:2: model.name_or_path: duplicate key"),
+    (MINIMAL + "tasks:\n  caps:\n    train: c.jsonl\n    question: q\n    question: question\n    grader: exact\n",
+     "r.yaml:8: tasks.caps.question: duplicate key (first on line 7)"),
+    (MINIMAL + "eval:\n  limit: {kk: 5, kk: 6}\n", "r.yaml:5: eval.limit.kk: duplicate key"),
+], ids=["section", "top-level", "flow-mapping", "task-spec", "limit-mapping"])
+def test_a_key_given_twice_is_refused_with_its_line_and_path(tmp_path, text, message):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text))
+    assert str(info.value).startswith(f"{tmp_path}/{message}") and "\n" not in str(info.value)
+
+
+def test_yaml_merge_keys_may_override_what_they_merge(tmp_path):
+    path = write(tmp_path, MINIMAL + "warmup:\n  lora: &lora {r: 8, lora_alpha: 16}\n"
+                                     "rlvr:\n  lora:\n    <<: *lora\n    r: 4\n")
+    recipe = load_recipe(path)
+    assert (recipe.rlvr.lora.r, recipe.rlvr.lora.lora_alpha) == (4, 16)
+
+
+@pytest.mark.parametrize(("override", "meant"), [
+    ("rlvr.lr=1e-5", "learning_rate"),
+    ("warmup.bs=4", "per_device_train_batch_size"),
+    ("rlvr.batch_size=4", "per_device_train_batch_size"),
+    ("warmup.epochs=2", "num_train_epochs"),
+    ("warmup.grad_accum=2", "gradient_accumulation_steps"),
+    ("rlvr.lora.alpha=32", "lora_alpha"),
+    ("rlvr.kl=0.04", "beta"),
+    ("model.name=x", "name_or_path"),
+    ("rlvr.Learning-Rate=1e-5", "learning_rate"),
+    ("rlvr.learnig_rate=1e-5", "learning_rate"),  # a typo still finds its key by spelling
+])
+def test_an_unknown_key_suggests_the_key_its_alias_means(tmp_path, override, meant):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, MINIMAL), [override])
+    assert str(info.value) == f"--set {override}: unknown key; did you mean {meant!r}?"

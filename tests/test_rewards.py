@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from lowres.rewards import FormatReward, RewardValues, completion_text, format_reward, task_reward
-from lowres.tasks.base import Score
+from lowres.rewards import FormatReward, completion_text, format_reward, task_reward
+from lowres.tasks.base import RewardValues, Score
 from lowres.tasks.gsm8k import GSM8KTask
 
 

@@ -58,8 +58,9 @@ def get_task(name: str) -> Task:
         known = list_tasks()
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"unknown task {name!r}{hint} (known: {', '.join(known)}; add your own with a "
-                        "recipe's plugins: [my_tasks.py] or lowres eval --plugin my_tasks.py)")
+        raise UserError(f"unknown task {name!r}{hint} (known: {', '.join(known)}; define your own in a recipe's "
+                        "tasks: or in a YAML file for lowres eval --task-spec FILE, or in Python with a recipe's "
+                        "plugins: [my_tasks.py] or lowres eval --plugin my_tasks.py)")
     module_name, cls_name = _BUILTIN[name].split(":")
     instance = getattr(importlib.import_module(module_name), cls_name)()
     _REGISTERED[name] = instance

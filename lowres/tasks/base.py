@@ -1,4 +1,4 @@
-"""What every task shares: the Score a grader returns, and the prompt templates.
+"""What every task shares: the Score a grader returns, the reward values it pays, and the prompt templates.
 
 A task bundles data loading, prompting and grading for one domain (as nanochat's `tasks/` do),
 so the RLVR reward and the evaluation harness are the same code.
@@ -34,6 +34,31 @@ class Score:
     correct: bool
     reward: float
     extracted: str | None = None
+
+
+@dataclass(frozen=True)
+class RewardValues:
+    """The reward a task's grader pays. The default is the paper's convention for the target tasks.
+
+    correct:     formatted and right.
+    wrong:       formatted but wrong.
+    unformatted: the required answer format is missing (no \\boxed{}, no code block, ...), or the
+                 grader failed on the completion.
+    """
+
+    correct: float = 1.0
+    wrong: float = 0.0
+    unformatted: float = 0.0
+
+    def reward(self, formatted: bool, correct: bool) -> float:
+        """The reward for a verdict; a right answer in the wrong format earns `unformatted`."""
+        if not formatted:
+            return self.unformatted
+        return self.correct if correct else self.wrong
+
+
+# The paper's values for the target tasks: 1 for a right answer, 0 otherwise.
+DEFAULT_REWARDS = RewardValues()
 
 
 @runtime_checkable

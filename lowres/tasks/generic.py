@@ -31,18 +31,16 @@ import random
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from lowres.errors import UserError
-from lowres.rewards import DEFAULT_REWARDS, RewardValues
+from lowres.errors import RecipeError, UserError
+from lowres.fields import REQUIRED, setting
 from lowres.tasks.answers import answer_tag, last_boxed, last_number, parse_number
-from lowres.tasks.base import R1_SYSTEM, Score
-from lowres.tasks.data import read_rows_with_lines, require_columns
-
-if TYPE_CHECKING:
-    from lowres.recipe import TaskSpecSection
+from lowres.tasks.base import DEFAULT_REWARDS, R1_SYSTEM, RewardValues, Score
+from lowres.tasks.data import SUFFIXES, read_rows_with_lines, require_columns
 
 HF_PREFIX = "hf:"
 # The seed of the train/test partition when the test split is derived from train: fixed, so the
@@ -143,6 +141,74 @@ def load_hf(name: str, config: str | None, split: str, what: str) -> list[dict[s
         raise UserError(f"{what}: could not load hf:{name} (config {config}, split {split}): "
                         f"{type(exc).__name__}: {text}") from None
     return [dict(row) for row in dataset]
+
+
+@dataclass
+class TaskSpecSection:
+    """A task defined in the recipe alone: a data file or hub dataset, field names and a grader."""
+
+    train: str = setting(REQUIRED, help="training rows: a .jsonl, .jsonl.gz, .json, .csv or .parquet file "
+                         "(relative to the working folder), or hf:org/name (a Hugging Face dataset, or "
+                         "hf:/path/to/a/local/folder)")
+    test: str | None = setting(None, help="evaluation rows, in the same forms as train; None: a seeded "
+                               "test_fraction share of train, disjoint from the rest (which is then the train split)")
+    test_fraction: float = setting(0.5, min=0.0, max=1.0, min_exclusive=True,
+                                   help="share of train held out as the test split when test is not given")
+    hf_config: str | None = setting(None, help="the Hugging Face dataset's configuration (load_dataset's name)")
+    train_split: str = setting("train", help="split of a hf: train dataset")
+    test_split: str = setting("test", help="split of a hf: test dataset")
+    question: str = setting(REQUIRED, help="the field holding the question text")
+    answer: str | None = setting(None, help="the field holding the gold answer (required except for grader code)")
+    choices: str | None = setting(None, help="the field holding the list of options (grader choice: shown as A., "
+                                  "B., …; the answer is a letter, an option's index from 0, or the option's text)")
+    tests: str | None = setting(None, help="the field holding Python test code run after the model's code "
+                                "(grader code)")
+    entry_point: str | None = setting(None, help="grader code: the field naming the function the tests check "
+                                      "(check(<entry_point>) is then called after the tests)")
+    system_prompt: str | None = setting(None, help="the system turn; None: lowres's R1 prompt (<think> then "
+                                        "<answer>)")
+    grader: Literal["math", "number", "exact", "choice", "code"] = setting(
+        REQUIRED, help="math: math-verify equivalence; number: numeric within tolerance; exact: normalised "
+        "string of the <answer>; choice: the option letter; code: run the code and the tests field in the sandbox")
+    tolerance: float = setting(1e-6, min=0.0, help="grader number: |answer - gold| <= tolerance × max(1, |gold|)")
+
+
+def check_task_spec(spec: TaskSpecSection, where: str, source: str) -> None:
+    """The fields a spec's grader needs, and data sources lowres can read (files are read later)."""
+    needs = {"math": "answer", "number": "answer", "exact": "answer", "choice": "choices", "code": "tests"}
+    field_name = needs[spec.grader]
+    if getattr(spec, field_name) is None:
+        raise RecipeError.at(source, f"{where}.{field_name}", f"grader {spec.grader} needs the name of the field "
+                             f"holding the {'options' if field_name == 'choices' else field_name}")
+    if spec.grader == "choice" and spec.answer is None:
+        raise RecipeError.at(source, f"{where}.answer", "grader choice needs the name of the field holding the answer")
+    for key in ("train", "test"):
+        value = getattr(spec, key)
+        if value is None or value.startswith(HF_PREFIX):
+            if value is not None and not value[len(HF_PREFIX):].strip():
+                raise RecipeError.at(source, f"{where}.{key}", "hf: needs a dataset name, e.g. hf:openai/gsm8k")
+            continue
+        if not value.lower().endswith((*SUFFIXES, ".csv")):
+            raise RecipeError.at(source, f"{where}.{key}", f"{value!r}: expected a "
+                                 f"{', '.join((*SUFFIXES, '.csv'))} file or hf:org/name")
+
+
+def register_spec_tasks(specs: dict[str, TaskSpecSection], source: str, prefix: str = "tasks") -> None:
+    """Check each spec and register its GenericTask, so data.target.task and eval.tasks can name it."""
+    from lowres.tasks import _BUILTIN, _REGISTERED, register_task
+
+    for name, spec in specs.items():
+        where = f"{prefix}.{name}"
+        if not name.strip() or "," in name or "=" in name:
+            raise RecipeError.at(source, where, f"a task name needs no commas or '=' (got {name!r})")
+        if name in _BUILTIN:
+            raise RecipeError.at(source, where, f"{name!r} is a built-in task; give yours another name")
+        existing = _REGISTERED.get(name)
+        if existing is not None and not isinstance(existing, GenericTask):
+            raise RecipeError.at(source, where, f"a plugin already registers a task named {name!r}; give this one "
+                                 "another name")
+        check_task_spec(spec, where, source)
+        register_task(GenericTask(name, spec))
 
 
 class GenericTask:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from lowres.errors import UserError
-from lowres.rewards import DEFAULT_REWARDS, RewardValues
 from lowres.tasks.answers import answer_tag, last_boxed, last_number, numbers_equal
-from lowres.tasks.base import Score, r1_messages
+from lowres.tasks.base import DEFAULT_REWARDS, RewardValues, Score, r1_messages
 from lowres.tasks.data import HubSource, load_rows, local_candidates
 from lowres.tasks.sampling import sample_examples
 

@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from lowres.errors import UserError
-from lowres.rewards import DEFAULT_REWARDS, RewardValues
 from lowres.sandbox import SandboxResult, run_many, run_python
 from lowres.tasks.answers import answer_tag
-from lowres.tasks.base import Score, r1_messages
+from lowres.tasks.base import DEFAULT_REWARDS, RewardValues, Score, r1_messages
 from lowres.tasks.data import HubSource, load_rows, local_candidates
 from lowres.tasks.sampling import sample_examples
 

@@ -17,10 +17,9 @@ import threading
 from typing import Any
 
 from lowres.errors import UserError
-from lowres.rewards import DEFAULT_REWARDS, RewardValues
 from lowres.sandbox import CallTimeout, FunctionWorker, WorkerError, time_limit
 from lowres.tasks.answers import answer_tag, last_boxed
-from lowres.tasks.base import Score, r1_messages
+from lowres.tasks.base import DEFAULT_REWARDS, RewardValues, Score, r1_messages
 from lowres.tasks.data import HubSource, load_rows, local_candidates
 from lowres.tasks.sampling import sample_examples
 

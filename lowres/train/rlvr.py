@@ -53,7 +53,7 @@ from lowres.train.common import (
 )
 from lowres.train.examples import rlvr_examples
 from lowres.train.resume import finished_before, resume_point
-from lowres.ui import console
+from lowres.ui import console, counted
 
 
 class SmallDataGuards(TrainerCallback):
@@ -77,9 +77,10 @@ class SmallDataGuards(TrainerCallback):
         self.rewards.append(float(logs["reward"]))
         recent = self.rewards[-self.constant_steps:] if self.constant_steps else []
         if self.constant_steps and len(recent) == self.constant_steps and max(recent) - min(recent) < 1e-9:
-            self.stopped_reason = (f"mean reward stayed at {recent[-1]:.3f} for {self.constant_steps} steps: "
-                                   "every group scores the same, so GRPO has no signal. Try a task or examples "
-                                   "the model sometimes solves, a higher temperature, or more generations")
+            self.stopped_reason = (f"mean reward stayed at {recent[-1]:.3f} for "
+                                   f"{counted(self.constant_steps, 'step')}: every group scores the same, so GRPO "
+                                   "has no signal. Try a task or examples the model sometimes solves, a higher "
+                                   "temperature, or more generations")
             console.print(f"[red]stopping: {self.stopped_reason}[/red]")
             control.should_training_stop = True
 
@@ -443,5 +444,6 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
         summary["gradient_checkpointing"] = f"as needed: {with_} of {without + with_} micro-batches"
     adapter_dir = save_stage_output(out_dir, "rlvr", trainer, tokenizer, recipe, summary)
 
-    console.print(f"{stage}: {result.global_step} steps on {len(dataset)} {task.name} examples → {adapter_dir}")
+    console.print(f"{stage}: {counted(result.global_step, 'step')} on {counted(len(dataset), f'{task.name} example')}"
+                  f" → {adapter_dir}")
     return out_dir

@@ -34,7 +34,7 @@ from lowres.train.common import (
     tracking_args,
 )
 from lowres.train.resume import finished_before, resume_point
-from lowres.ui import console
+from lowres.ui import console, counted
 
 
 def load_warmup_examples(recipe: Recipe) -> list[dict]:
@@ -162,6 +162,6 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         "peak_memory": peak_memory(), "processes": recipe.num_processes,
     }
     adapter_dir = save_stage_output(out_dir, "warmup", trainer, tokenizer, recipe, summary)
-    console.print(f"warmup: {result.global_step} steps, train loss {result.training_loss:.4f}"
+    console.print(f"warmup: {counted(result.global_step, 'step')}, train loss {result.training_loss:.4f}"
                   + (f", held-out loss {eval_loss:.4f}" if eval_loss is not None else "") + f" → {adapter_dir}")
     return out_dir

@@ -1,27 +1,14 @@
 """The HumanEval+ grader: code extraction, and the real tests run in the sandbox."""
 
-import os
-from pathlib import Path
-
 import pytest
 
 from lowres.tasks.humaneval_plus import HumanEvalPlusTask, build_program, extract_code, fix_known_test_bugs
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "humaneval_plus").is_dir(), reason=f"no offline data at {DATA}")
 
-
-@pytest.fixture(scope="module")
-def rows():
-    old = os.environ.get("LOWRES_DATA_DIR")
-    os.environ["LOWRES_DATA_DIR"] = str(DATA)
-    try:
-        return {row["id"]: row for row in HumanEvalPlusTask().load("test")}
-    finally:
-        if old is None:
-            del os.environ["LOWRES_DATA_DIR"]
-        else:
-            os.environ["LOWRES_DATA_DIR"] = old
+@pytest.fixture
+def rows(data_dir):
+    """The HumanEval+ tasks in the fixtures, by id (those the tests below name)."""
+    return {row["id"]: row for row in HumanEvalPlusTask().load("test")}
 
 
 def fenced(code: str) -> str:
@@ -53,24 +40,21 @@ def test_humaneval_32_test_is_fixed():
     assert fix_known_test_bugs(untouched) is untouched
 
 
-@needs_data
-def test_all_canonical_solutions_pass(rows):
+def test_all_canonical_solutions_pass(benchmark_data):
     task = HumanEvalPlusTask()
-    ordered = list(rows.values())
-    assert len(ordered) == 164
+    ordered = task.load("test")
+    assert len(ordered) == benchmark_data.pick(8, 164)
     scores = task.score_many([fenced(row["answer"]) for row in ordered], ordered)
     failed = [row["id"] for row, score in zip(ordered, scores, strict=True) if not score.correct]
     assert failed == []
     assert all(score.formatted and score.reward == 1.0 for score in scores)
 
 
-@needs_data
 def test_body_only_completion_passes(rows):
     row = rows["HumanEval/0"]
     assert HumanEvalPlusTask().score(fenced(row["canonical_solution"]), row).correct
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("task_id", "code"),
     [
@@ -94,14 +78,12 @@ def test_wrong_solutions_fail(rows, task_id, code):
     assert score.formatted and not score.correct and score.reward == 0.0
 
 
-@needs_data
 def test_build_program_runs_prompt_code_test_and_check(rows):
     row = rows["HumanEval/23"]
     program = build_program("def strlen(s):\n    return len(s)", row)
     assert program.startswith(row["prompt"]) and program.rstrip().endswith("check(strlen)")
 
 
-@needs_data
 def test_reward_in_a_grpo_dataset_where_prompt_is_chat_messages(rows):
     """GRPO datasets replace `prompt` with messages and TRL drops it from the reward's columns."""
     from lowres.rewards import task_reward

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from lowres.rewards import RewardValues
 from lowres.tasks.answers import last_boxed
+from lowres.tasks.base import RewardValues
 from lowres.tasks.math import MathTask, math_equal, normalize_answer
 
 

@@ -2,15 +2,11 @@
 
 import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from lowres.errors import UserError
 from lowres.tasks.sampling import disjoint_train_subset, proportional_quotas, sample_examples
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no offline data at {DATA}")
 
 ROWS = [{"id": f"r{i}", "question": f"Question number {i}?", "category": "abc"[i % 3] if i < 90 else "d"}
         for i in range(100)]
@@ -65,16 +61,17 @@ def test_bad_requests():
         sample_examples(ROWS, 5, stratify_by="missing")
 
 
-def test_math_train_subset_is_disjoint_from_math500(data_dir):
+def test_math_train_subset_is_disjoint_from_math500(benchmark_data):
     from lowres.tasks.math import MathTask
 
     task = MathTask()
     eval_rows = task.load("test")
-    train = disjoint_train_subset(task, 100, seed=0, eval_rows=eval_rows)
-    assert len(train) == 100
+    n = benchmark_data.pick(5, 100)
+    train = disjoint_train_subset(task, n, seed=0, eval_rows=eval_rows)
+    assert len(train) == n
     assert not set(ids(train)) & set(ids(eval_rows))
     assert not {r["problem"].strip() for r in train} & {r["problem"].strip() for r in eval_rows}
-    assert ids(train) == ids(disjoint_train_subset(task, 100, seed=0, eval_rows=eval_rows))
+    assert ids(train) == ids(disjoint_train_subset(task, n, seed=0, eval_rows=eval_rows))
 
 
 def test_same_split_subsets_exclude_the_eval_rows(data_dir):
@@ -82,35 +79,38 @@ def test_same_split_subsets_exclude_the_eval_rows(data_dir):
     from lowres.tasks.mmlu_pro import MMLUProTask
 
     gsm8k = GSM8KTask()
-    eval_rows = gsm8k.load("test", limit=300, seed=1)
-    train = disjoint_train_subset(gsm8k, 100, seed=0, eval_rows=eval_rows, split="test")
-    assert not set(ids(train)) & set(ids(eval_rows))
+    everything = gsm8k.load("test")
+    eval_rows = gsm8k.load("test", limit=4, seed=1)
+    train = disjoint_train_subset(gsm8k, 4, seed=0, eval_rows=eval_rows, split="test")
+    # Half the split is eval, so the training subset is exactly the other half.
+    assert set(ids(train)) == set(ids(everything)) - set(ids(eval_rows))
 
     mmlu = MMLUProTask()
     physics = mmlu.load("test", category="physics")
-    eval_rows = physics[:1000]
-    train = disjoint_train_subset(mmlu, 100, seed=0, eval_rows=eval_rows, category="physics")
-    assert not set(ids(train)) & set(ids(eval_rows))
+    eval_rows = physics[:1]
+    train = disjoint_train_subset(mmlu, 1, seed=0, eval_rows=eval_rows, category="physics")
+    assert ids(train) == ids(physics[1:])
     assert {row["category"] for row in train} == {"physics"}
 
 
-def test_mmlu_pro_training_subset_is_stratified(data_dir):
+def test_mmlu_pro_training_subset_is_stratified(benchmark_data):
     from lowres.tasks.mmlu_pro import MMLUProTask
 
     task = MMLUProTask()
     rows = task.load("test")
-    train = disjoint_train_subset(task, 100, seed=0)
+    n = benchmark_data.pick(14, 100)  # the fixtures: 2 questions in each of the 14 categories
+    train = disjoint_train_subset(task, n, seed=0)
     counts = Counter(row["category"] for row in train)
     sizes = Counter(row["category"] for row in rows)
-    assert sum(counts.values()) == 100 and set(counts) == set(sizes)
+    assert sum(counts.values()) == n and set(counts) == set(sizes)
     for category, size in sizes.items():
-        assert abs(counts[category] - 100 * size / len(rows)) < 1
+        assert abs(counts[category] - n * size / len(rows)) < 1
 
 
 def test_limit_in_load_samples_with_the_seed(data_dir):
     from lowres.tasks.gsm8k import GSM8KTask
 
     task = GSM8KTask()
-    assert ids(task.load("test", limit=20, seed=5)) == ids(task.load("test", limit=20, seed=5))
-    assert ids(task.load("test", limit=20, seed=5)) != ids(task.load("test", limit=20, seed=6))
-    assert os.environ["LOWRES_DATA_DIR"] == str(DATA)
+    assert ids(task.load("test", limit=4, seed=5)) == ids(task.load("test", limit=4, seed=5))
+    assert ids(task.load("test", limit=4, seed=5)) != ids(task.load("test", limit=4, seed=6))
+    assert os.environ["LOWRES_DATA_DIR"] == str(data_dir)

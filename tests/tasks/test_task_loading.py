@@ -4,7 +4,6 @@ import gzip
 import json
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
@@ -12,18 +11,17 @@ from lowres.errors import UserError
 from lowres.tasks import get_task
 from lowres.tasks.data import read_rows
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-# task, split, file under DATA, rows, columns every row must have
+# task, split, file under the data folder, rows in the fixtures, rows in the full set, columns every row must have
 CASES = [
-    # 7,500 minus two rows whose solution ends in an empty \boxed{} (no gold answer).
-    ("math", "train", "math/train.jsonl.gz", 7498, {"id", "problem", "answer", "solution"}),
-    ("math", "test", "math500/test.jsonl", 500, {"id", "problem", "answer", "solution"}),
-    ("gsm8k", "train", "gsm8k/train.jsonl.gz", 7473, {"id", "question", "answer", "solution"}),
-    ("gsm8k", "test", "gsm8k/test.jsonl", 1319, {"id", "question", "answer", "solution"}),
-    ("mmlu_pro", "test", "mmlu_pro/test_2026-02.jsonl.gz", 12030,
+    # Full set: 7,500 minus two rows whose solution ends in an empty \boxed{} (no gold answer); the fixtures
+    # keep one of them (9 rows, 8 read).
+    ("math", "train", "math/train.jsonl.gz", 8, 7498, {"id", "problem", "answer", "solution"}),
+    ("math", "test", "math500/test.jsonl", 8, 500, {"id", "problem", "answer", "solution"}),
+    ("gsm8k", "train", "gsm8k/train.jsonl.gz", 8, 7473, {"id", "question", "answer", "solution"}),
+    ("gsm8k", "test", "gsm8k/test.jsonl", 8, 1319, {"id", "question", "answer", "solution"}),
+    ("mmlu_pro", "test", "mmlu_pro/test_2026-02.jsonl.gz", 28, 12030,
      {"id", "question", "options", "answer", "answer_index", "category"}),
-    ("humaneval_plus", "test", "humaneval_plus/HumanEvalPlus-OriginFmt-v0.1.10.jsonl.gz", 164,
+    ("humaneval_plus", "test", "humaneval_plus/HumanEvalPlus-OriginFmt-v0.1.10.jsonl.gz", 8, 164,
      {"id", "prompt", "entry_point", "test", "answer"}),
 ]
 
@@ -34,10 +32,11 @@ def no_data_dir(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-@pytest.mark.parametrize(("name", "split", "file", "count", "columns"), CASES)
-def test_load_from_data_dir(data_dir, name, split, file, count, columns):
+@pytest.mark.parametrize(("name", "split", "file", "in_fixtures", "in_full", "columns"), CASES)
+def test_load_from_data_dir(benchmark_data, name, split, file, in_fixtures, in_full, columns):
     task = get_task(name)
     rows = task.load(split)
+    count = benchmark_data.pick(in_fixtures, in_full)
     assert len(rows) == count
     assert all(columns <= set(row) for row in rows)
     assert len({row["id"] for row in rows}) == count  # ids are unique
@@ -46,12 +45,10 @@ def test_load_from_data_dir(data_dir, name, split, file, count, columns):
     assert [m["role"] for m in messages] == ["system", "user"]
 
 
-@pytest.mark.parametrize(("name", "split", "file", "count", "columns"), CASES)
-def test_load_from_explicit_path(no_data_dir, name, split, file, count, columns):
-    if not (DATA / file).is_file():
-        pytest.skip(f"no offline data at {DATA}")
-    rows = get_task(name).load(split, path=str(DATA / file), limit=10, seed=1)
-    assert len(rows) == 10 and all(columns <= set(row) for row in rows)
+@pytest.mark.parametrize(("name", "split", "file", "in_fixtures", "in_full", "columns"), CASES)
+def test_load_from_explicit_path(data_dir, no_data_dir, name, split, file, in_fixtures, in_full, columns):
+    rows = get_task(name).load(split, path=str(data_dir / file), limit=5, seed=1)
+    assert len(rows) == 5 and all(columns <= set(row) for row in rows)
 
 
 def test_gold_answers(data_dir):
@@ -63,10 +60,10 @@ def test_gold_answers(data_dir):
     assert mmlu["answer"] == "ABCDEFGHIJ"[mmlu["answer_index"]]
 
 
-def test_mmlu_pro_category_filter(data_dir):
+def test_mmlu_pro_category_filter(benchmark_data):
     task = get_task("mmlu_pro")
     physics = task.load("test", category="physics")
-    assert len(physics) == 1299 and {r["category"] for r in physics} == {"physics"}
+    assert len(physics) == benchmark_data.pick(2, 1299) and {r["category"] for r in physics} == {"physics"}
     both = task.load("test", category=["physics", "History"])
     assert {r["category"] for r in both} == {"physics", "history"}
     with pytest.raises(UserError, match="unknown mmlu_pro category"):

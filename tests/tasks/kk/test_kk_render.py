@@ -2,7 +2,6 @@
 
 import ast
 import json
-import os
 from functools import cache
 from pathlib import Path
 
@@ -22,16 +21,19 @@ from lowres.tasks.kk.render import (
 )
 from lowres.tasks.kk.solver import solve
 
-DATA = Path(os.environ.get("LOWRES_SHARED_DATA", Path(__file__).resolve().parents[3] / "../shared/data"))
-LOGIC_RL = DATA / "knights_knaves" / "logic_rl"
+# Rows per Logic-RL file (<N>ppl/{train,test}.parquet, N = 3..7): in the fixtures, and in the full set.
+FIXTURE_ROWS, FULL_TRAIN_ROWS, FULL_TEST_ROWS = 4, 900, 100
 
 
 @cache
-def logic_rl_rows():
-    if not LOGIC_RL.is_dir():
-        pytest.skip(f"Logic-RL data not found at {LOGIC_RL}")
+def _read_logic_rl(folder: Path) -> list[dict]:
+    return load_logic_rl(folder, split=None, as_rows=True)
+
+
+def logic_rl_rows(data_path: Path) -> list[dict]:
+    """Every row of the Logic-RL files in the benchmark data folder `data_path`, read once per folder."""
     pytest.importorskip("pyarrow")
-    return load_logic_rl(LOGIC_RL, split=None, as_rows=True)
+    return _read_logic_rl(data_path / "knights_knaves" / "logic_rl")
 
 
 def test_render_statement_wording():
@@ -91,9 +93,10 @@ def test_every_speech_template_parses():
         assert parse_quiz(quiz) == (names, statements), quiz
 
 
-def test_logic_rl_every_row_parses_uniquely_with_the_dataset_solution():
-    rows = logic_rl_rows()
-    assert len(rows) == 5000
+def test_logic_rl_every_row_parses_uniquely_with_the_dataset_solution(benchmark_data):
+    rows = logic_rl_rows(benchmark_data.path)
+    count = benchmark_data.pick(10 * FIXTURE_ROWS, 5 * (FULL_TRAIN_ROWS + FULL_TEST_ROWS))
+    assert len(rows) == count
     puzzles = [puzzle_from_logic_rl(row) for row in rows]
     assert sorted({p.n for p in puzzles}) == [3, 4, 5, 6, 7]
     for row, puzzle in zip(rows, puzzles, strict=True):
@@ -101,18 +104,18 @@ def test_logic_rl_every_row_parses_uniquely_with_the_dataset_solution():
         assert puzzle.solution == tuple(row["solution"])
         assert render_solution(puzzle) == row["solution_text_format"]
         assert puzzle.quiz == row["quiz"]
-    assert len({p.id for p in puzzles}) == 5000
+    assert len({p.id for p in puzzles}) == count
 
 
-def test_logic_rl_quiz_text_parser_agrees_with_statements_column():
-    for row in logic_rl_rows():
+def test_logic_rl_quiz_text_parser_agrees_with_statements_column(benchmark_data):
+    for row in logic_rl_rows(benchmark_data.path):
         names, statements = parse_quiz(row["quiz"])
         assert names == list(row["names"])
         assert tuple(statements) == ast.literal_eval(row["statements"]), row["quiz"]
 
 
-def test_logic_rl_row_without_statements_reads_the_quiz():
-    row = dict(logic_rl_rows()[123])
+def test_logic_rl_row_without_statements_reads_the_quiz(data_dir):
+    row = dict(logic_rl_rows(data_dir)[13])
     expected = puzzle_from_logic_rl(row)
     for key in ("statements", "reward_model", "names", "solution"):
         row.pop(key)
@@ -120,14 +123,16 @@ def test_logic_rl_row_without_statements_reads_the_quiz():
     assert puzzle_from_logic_rl(row).solution == expected.solution
 
 
-def test_load_logic_rl_splits_and_files():
-    logic_rl_rows()
-    train = load_logic_rl(LOGIC_RL)
-    test = load_logic_rl(LOGIC_RL, split="test")
-    assert (len(train), len(test)) == (4500, 500)
-    assert [p.n for p in test[::100]] == [3, 4, 5, 6, 7]
-    one = load_logic_rl(LOGIC_RL / "5ppl" / "test.parquet")
-    assert len(one) == 100 and one[0].id.startswith("logic_rl-5ppl-test-")
+def test_load_logic_rl_splits_and_files(benchmark_data):
+    pytest.importorskip("pyarrow")
+    logic_rl = benchmark_data.path / "knights_knaves" / "logic_rl"
+    per_train, per_test = benchmark_data.pick((FIXTURE_ROWS, FIXTURE_ROWS), (FULL_TRAIN_ROWS, FULL_TEST_ROWS))
+    train = load_logic_rl(logic_rl)
+    test = load_logic_rl(logic_rl, split="test")
+    assert (len(train), len(test)) == (5 * per_train, 5 * per_test)
+    assert [p.n for p in test[::per_test]] == [3, 4, 5, 6, 7]
+    one = load_logic_rl(logic_rl / "5ppl" / "test.parquet")
+    assert len(one) == per_test and one[0].id.startswith("logic_rl-5ppl-test-")
 
 
 def test_jsonl_files_load(tmp_path):

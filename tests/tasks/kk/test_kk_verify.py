@@ -1,8 +1,6 @@
 """The reward: format rule, answer reading, reward values, and no crash on hostile text."""
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -10,9 +8,6 @@ from lowres.tasks.base import Score
 from lowres.tasks.kk.generator import generate_puzzles
 from lowres.tasks.kk.render import load_logic_rl, puzzle_from_logic_rl
 from lowres.tasks.kk.verify import KKRewards, extract_answer, parse_answer, score_completion
-
-DATA = Path(os.environ.get("LOWRES_SHARED_DATA", Path(__file__).resolve().parents[3] / "../shared/data"))
-LOGIC_RL = DATA / "knights_knaves" / "logic_rl"
 
 NAMES = ["Michael", "Zoey", "Ethan"]
 SOLUTION = {"names": NAMES, "solution": [True, False, True]}
@@ -23,11 +18,10 @@ def wrap(answer, think="Let me think."):
     return f"<think>{think}</think>\n<answer>\n{answer}\n</answer>"
 
 
-def test_logic_rl_solution_text_is_correct_and_a_flip_is_wrong():
-    if not LOGIC_RL.is_dir():
-        pytest.skip(f"Logic-RL data not found at {LOGIC_RL}")
+def test_logic_rl_solution_text_is_correct_and_a_flip_is_wrong(benchmark_data):
     pytest.importorskip("pyarrow")
-    rows = load_logic_rl(LOGIC_RL, split=None, as_rows=True)
+    rows = load_logic_rl(benchmark_data.path / "knights_knaves" / "logic_rl", split=None, as_rows=True)
+    assert len(rows) == benchmark_data.pick(40, 5000)
     for row in rows:
         puzzle = puzzle_from_logic_rl(row)
         good = score_completion(wrap(row["solution_text_format"]), puzzle)
