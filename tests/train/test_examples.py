@@ -65,13 +65,12 @@ def test_when_every_training_row_is_an_eval_question_the_error_says_so(tmp_path)
     assert not (tmp_path / "runs").exists()
 
 
-def test_the_examples_are_the_ones_chosen_before(shared_data, monkeypatch):
+def test_the_examples_are_the_ones_chosen_before(full_data):
     """Counting the examples changes none of them: the same rows as the sampler picks on its own."""
     from lowres.tasks import get_task
     from lowres.tasks.sampling import disjoint_train_subset
     from lowres.train.examples import rlvr_examples
 
-    monkeypatch.setenv("LOWRES_DATA_DIR", str(shared_data))
     recipe = load_recipe(bundled_recipes()["qwen2.5-3b-humaneval"])
     task = get_task("humaneval_plus")
     eval_rows = task.load("test", limit=recipe.eval.limit_for("humaneval_plus"), seed=recipe.seed)
