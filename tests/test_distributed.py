@@ -31,7 +31,7 @@ def ddp_recipe(tmp_path: Path, **changes) -> Path:
                    "loss_dtype": "model", "save_steps": 1, "lora": {"r": 8, "lora_alpha": 16}},
         "rlvr": {"start_from": "base", "max_steps": 2, "per_device_train_batch_size": 2, "num_generations": 2,
                  "max_prompt_length": 384, "max_completion_length": 16, "loss_dtype": "model",
-                 "rollout_dtype": "model", "lora": {"r": 8, "lora_alpha": 16}},
+                 "rollout_dtype": "model", "signal_check": "off", "lora": {"r": 8, "lora_alpha": 16}},
         "eval": {"tasks": ["kk_easy"]},
         "output": {"dir": str(tmp_path / "runs")},
     }

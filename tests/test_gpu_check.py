@@ -7,6 +7,7 @@ handling of a crashed backend, and the benchmark scripts' arguments.
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,7 +167,11 @@ def test_the_random_model_is_built_on_the_cpu_in_bf16(monkeypatch, tmp_path):
 
     from lowres import bench
 
-    monkeypatch.setenv("LOWRES_HOME", str(tmp_path))
+    # a shape of its own: a cached "tiny" (from another test) would be returned without being built
+    monkeypatch.setitem(bench.MODEL_CONFIGS, "tiny-cpu-build", bench.MODEL_CONFIGS["tiny"])
+    from lowres.models import lowres_home
+
+    shutil.rmtree(lowres_home() / "bench-models" / "tiny-cpu-build", ignore_errors=True)
     seen = {}
     original = Qwen2ForCausalLM.save_pretrained
 
@@ -176,9 +181,10 @@ def test_the_random_model_is_built_on_the_cpu_in_bf16(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: the model still stays off it
     monkeypatch.setattr(Qwen2ForCausalLM, "save_pretrained", save)
-    folder = bench.random_model("tiny")
+    folder = bench.random_model("tiny-cpu-build")
     assert seen == {"device": "cpu", "dtype": torch.bfloat16}
     assert (folder / "config.json").is_file() and torch.get_default_dtype() == torch.float32
+    shutil.rmtree(folder)
 
 
 # ---------------------------------------------------------------- C1: the benchmark's arguments
@@ -356,8 +362,6 @@ def test_the_kit_closure_check_refuses_a_wheel_that_shadows_the_standard_library
 def test_the_gpu_check_fails_without_a_gpu_and_records_each_phase_as_it_ends(tmp_path):
     """K3: on a machine without a visible GPU the check used to pass with everything skipped; S1: the phases'
     records were written only at the end."""
-    import shutil
-
     (tmp_path / "benchmarks").mkdir()
     for name in ("gpu_check.sh", "gpu_preflight.py"):
         shutil.copy(REPO / "benchmarks" / name, tmp_path / "benchmarks" / name)

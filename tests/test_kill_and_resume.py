@@ -62,7 +62,7 @@ warmup: {{load_in_4bit: false, learning_rate: 1.0e-3, max_steps: {WARMUP_STEPS},
 merge: {{verify_prompts: 1}}
 rlvr: {{learning_rate: 1.0e-4, max_steps: {RLVR_STEPS}, per_device_train_batch_size: 4, num_generations: 4,
        temperature: 1.0, max_prompt_length: 128, max_completion_length: 8, save_steps: 1,
-       lora: {{r: 4, lora_alpha: 8}}}}
+       signal_check: "off", lora: {{r: 4, lora_alpha: 8}}}}
 eval: {{tasks: [sums], n_samples: 1, limit: 2, max_new_tokens: 6, batch_size: 4}}
 """
 

@@ -261,7 +261,8 @@ def test_grpo_two_steps_writes_an_adapter_and_logs_zero_variance(tmp_path):
         tmp_path, stages=["rlvr"],
         data={"target": {"task": "test_sums", "n_examples": 16}},
         rlvr={"start_from": "base", "max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
-              "max_prompt_length": 128, "max_completion_length": 16, "learning_rate": 1e-5, "save_steps": 1},
+              "max_prompt_length": 128, "max_completion_length": 16, "learning_rate": 1e-5, "save_steps": 1,
+              "signal_check": "off"},
         output={"report_to": ["tensorboard"]})
     out = run_rlvr(recipe)
     # output.report_to: [tensorboard] wrote event files holding the reward, one point per step.
