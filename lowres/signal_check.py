@@ -160,12 +160,13 @@ def advise(check: SignalCheck, *, truncation_warn_fraction: float, learning_rate
         too_easy = check.all_right_share > check.all_wrong_share
         fixes = [("harder examples" if too_easy else "examples the start model sometimes solves")
                  + f" (data.target.select: informative; pass@{g} was {100 * check.pass_at_g:.0f}%)"]
+        # Only for a model that solves something: the estimate for a never-solved prompt rests on the smoothing.
         right = [round(rate * g) for rate in check.pass_rates.values()]
-        now, more = expected_signal_share(right, g, g), expected_signal_share(right, g, 2 * g)
-        if more >= now + 0.1:
+        now, more = 1 - check.no_signal_share, expected_signal_share(right, g, 2 * g)
+        if check.pass_at_g > 0 and more >= now + 0.1:
             fixes.append(f"more generations (rlvr.num_generations {g} → {2 * g}: about {100 * more:.0f}% of groups "
-                         f"would have a reward difference, against {100 * now:.0f}% at {g}, estimated from the "
-                         "measured pass rates)")
+                         f"would have a reward difference, against {100 * now:.0f}% measured at {g}, estimated "
+                         "from the measured pass rates)")
         fixes.append(f"a higher temperature (rlvr.temperature {check.temperature:g} → "
                      f"{min(round(check.temperature + 0.3, 2), 1.2):g})")
         problems.append(Problem(
