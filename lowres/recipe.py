@@ -333,7 +333,12 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
             return None
         raise _Mismatch
     if origin is Literal:
-        if value in typing.get_args(tp) and not isinstance(value, bool):
+        choices = typing.get_args(tp)
+        if isinstance(value, bool):
+            # YAML 1.1 reads an unquoted off/on/no/yes as a boolean: give back the word the user wrote
+            words = ("off", "no", "false") if value is False else ("on", "yes", "true")
+            value = next((w for w in words if w in choices), value)
+        if value in choices and not isinstance(value, bool):
             return value
         raise _Mismatch
     if origin is list:

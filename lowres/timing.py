@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from lowres.artifacts import read_json
 from lowres.recipe import RLVR_ARMS, Recipe
 
-# The demo run in the README ("The demo: what `lowres run` does offline"): a fresh run, the embedded model
-# already converted, on the project's 2-core CPU machine at 183 → 175 GFLOP/s fp32 matmul (before → after;
-# DEMO_GFLOPS is their midpoint). Seconds per stage; eval is the evaluations of the base, warmed and RLVR
-# models (43, 40 and 53 s): the baseline's adapter never moved, so its scores were the base's.
-DEMO_GFLOPS = 179.0
-DEMO_SECONDS = {"warmup": 127.0, "merge": 9.0, "rlvr": 130.0, "rlvr-no-warmup": 59.0, "eval": 136.0}
+# The demo run in the manual ("The demo: what `lowres run` does offline"): a fresh run on 2026-12-04, the
+# embedded model already converted, on the project's 2-core CPU machine at 169 → 158 GFLOP/s fp32 matmul
+# (before → after; DEMO_GFLOPS is their midpoint). Seconds per stage (the RLVR stages with their signal
+# check); eval is the evaluations of the base, warmed and RLVR models (54, 52 and 50 s): the baseline's
+# adapter never moved, so its scores were the base's.
+DEMO_GFLOPS = 163.5
+DEMO_SECONDS = {"warmup": 148.2, "merge": 12.8, "rlvr": 162.6, "rlvr-no-warmup": 101.6, "eval": 156.0}
 BENCH_FILE = "bench.json"
 
 

@@ -40,6 +40,15 @@ def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
     assert recipe.rlvr.learning_rate == pytest.approx(1e-6)
 
 
+def test_an_unquoted_off_is_the_word_off_not_a_boolean(tmp_path):
+    # YAML 1.1 reads `off` as false; a choice that has the word "off" must get it, in a file and in --set.
+    recipe = load_recipe(write(tmp_path, MINIMAL + "rlvr:\n  signal_check: off\n"))
+    assert recipe.rlvr.signal_check == "off"
+    assert load_recipe(write(tmp_path, MINIMAL), ["rlvr.signal_check=off"]).rlvr.signal_check == "off"
+    with pytest.raises(RecipeError, match="rlvr.loss_type: expected one of .*got False"):
+        load_recipe(write(tmp_path, MINIMAL + "rlvr:\n  loss_type: off\n"))
+
+
 def test_int_widens_to_float(tmp_path):
     recipe = load_recipe(write(tmp_path, MINIMAL + "warmup:\n  num_train_epochs: 2\n"))
     assert recipe.warmup.num_train_epochs == 2.0 and isinstance(recipe.warmup.num_train_epochs, float)
