@@ -29,6 +29,29 @@ os.environ.setdefault("LOWRES_HOME", str(REPO / ".pytest_cache" / "lowres_home")
 os.environ["LOWRES_DATA_DIR"] = str(FIXTURE_DATA)
 
 
+_speed_at_start: float | None = None
+
+
+def _matmul_gflops() -> float:
+    from lowres.bench import matmul_gflops
+
+    return matmul_gflops()
+
+
+def pytest_sessionstart(session):
+    # The suite's time means little without the machine's speed (these machines differ 2-3x and drift):
+    # measured at the start and at the end (about a second each), printed with the summary.
+    global _speed_at_start
+    if not session.config.getoption("collectonly"):
+        _speed_at_start = _matmul_gflops()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _speed_at_start is not None:
+        terminalreporter.write_line(f"this machine's fp32 matmul (2048², torch's threads): {_speed_at_start:.0f} "
+                                    f"GFLOP/s at the start → {_matmul_gflops():.0f} GFLOP/s at the end")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` are collected everywhere and skipped where there is no CUDA GPU."""
     gpu_items = [item for item in items if "gpu" in item.keywords]
