@@ -134,12 +134,12 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
 
     four_bit, four_bit_why = resolve_load_in_4bit(recipe.warmup.load_in_4bit)
     notes = []
-    examples = f"{target.n_examples}"
+    examples = target.n_examples
     if "rlvr" in recipe.stages:  # the rows GRPO will train on, counted now (data only, no model)
         from lowres.train.examples import rlvr_examples
 
         chosen = rlvr_examples(recipe)
-        examples = f"{len(chosen.rows)}"
+        examples = len(chosen.rows)
         notes = [f"[yellow]rlvr: {note}[/yellow]" for note in chosen.notes()]
     what = {
         "warmup": f"{'QLoRA' if four_bit else 'LoRA'} SFT on {recipe.data.warmup.source} traces "
@@ -147,7 +147,7 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
                   f"{'' if four_bit_why == 'asked for' else '; load_in_4bit ' + four_bit_why}); "
                   f"{warmup_batch_text(recipe)}",
         "merge": "merge the warmup adapter into the 16-bit base",
-        "rlvr": f"GRPO on {examples} {target.task} examples from the {recipe.rlvr.start_from} model; "
+        "rlvr": f"GRPO on {counted(examples, target.task + ' example')} from the {recipe.rlvr.start_from} model; "
                 f"{rlvr_batch_text(recipe)}",
         "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
         "rlvr-random-reward": "the same GRPO as rlvr, rewarded by a seeded coin flip (the spurious-reward control)",

@@ -9,28 +9,50 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+def time_left(done: int, remaining: int, elapsed: float) -> str:
+    """H:MM:SS left for `remaining` items at the mean time of the `done` items so far (`elapsed` seconds
+    since they began), or -:--:-- before the first is done."""
+    if done <= 0:
+        return "-:--:--"
+    seconds = round(remaining * elapsed / done)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class MeanTimeRemainingColumn(ProgressColumn):
+    """Time left at the mean time per item since the bar began. (rich's own column averages the last 30 s
+    only, so it shows nothing while each item, a batch of samples, takes longer than that.)"""
+
+    def render(self, task) -> Text:
+        if task.total is None or task.elapsed is None:
+            return Text("-:--:--", style="progress.remaining")
+        return Text(time_left(int(task.completed), int(task.total - task.completed), task.elapsed),
+                    style="progress.remaining")
+
+
 def progress(*extra_columns, transient: bool = False, eta_field: bool = False) -> Progress:
     """A progress bar: spinner, description, bar, n/total, elapsed, ETA, plus `extra_columns`.
 
-    eta_field: show the task's `eta` field (the caller's own estimate, e.g. from steps done and elapsed time)
-    instead of rich's, which averages over the last 30 s only and so shows nothing while steps take longer."""
+    eta_field: show the task's `eta` field (the caller's own estimate, e.g. from steps done in this run when it
+    resumed from a checkpoint) instead of the mean time per item since the bar began."""
     return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        *((TextColumn("ETA {task.fields[eta]}"),) if eta_field else (TextColumn("ETA"), TimeRemainingColumn())),
+        TextColumn("ETA"),
+        TextColumn("{task.fields[eta]}") if eta_field else MeanTimeRemainingColumn(),
         *extra_columns,
         console=console,
         transient=transient,

@@ -39,7 +39,7 @@ def sample_examples(
         raise UserError(f"the number of examples must be a positive integer, got {n!r}")
     pool = eligible(rows, exclude_ids, exclude_texts)
     if n > len(pool):
-        raise UserError(f"asked for {n} examples but only {len(pool)} are available after exclusions")
+        raise UserError(f"asked for {_examples(n)} but only {_available(len(pool))} after exclusions")
     rng = random.Random(seed)
     if stratify_by is None:
         chosen = rng.sample(pool, n)
@@ -83,7 +83,7 @@ def proportional_quotas(sizes: dict[str, int], n: int) -> dict[str, int]:
     """
     total = sum(sizes.values())
     if total < n:
-        raise UserError(f"asked for {n} examples but only {total} are available")
+        raise UserError(f"asked for {_examples(n)} but only {_available(total)}")
     exact = {key: n * size / total for key, size in sizes.items()}
     quotas = {key: int(value) for key, value in exact.items()}
     leftover = n - sum(quotas.values())
@@ -134,3 +134,11 @@ def disjoint_train_subset(
         exclude_ids=[row.get("id") for row in eval_rows],
         exclude_texts=[row_text(row) for row in eval_rows],
     )
+
+
+def _examples(n: int) -> str:
+    return f"{n} example{'' if n == 1 else 's'}"
+
+
+def _available(n: int) -> str:
+    return f"{n} {'is' if n == 1 else 'are'} available"

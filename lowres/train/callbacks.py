@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from lowres.artifacts import append_jsonl
 from lowres.errors import UserError
-from lowres.ui import progress
+from lowres.ui import progress, time_left
 
 
 def memory_text() -> str:
@@ -76,15 +76,6 @@ class ScheduleGuard(TrainerCallback):
                         f"warms up from 0 over {warmup} step{'s' if warmup != 1 else ''} — so the weights "
                         f"would never move; set {s}.warmup_ratio: 0, or more steps ({s}.num_train_epochs, more data, "
                         f"or a smaller {s}.gradient_accumulation_steps)")
-
-
-def time_left(done: int, remaining: int, elapsed: float) -> str:
-    """H:MM:SS left for `remaining` steps at the mean time of the `done` steps this run has taken so far
-    (`elapsed` seconds since it began or resumed), or -:--:-- before the first step is done."""
-    if done <= 0:
-        return "-:--:--"
-    seconds = round(remaining * elapsed / done)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class LiveView(TrainerCallback):

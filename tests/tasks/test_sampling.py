@@ -114,3 +114,10 @@ def test_limit_in_load_samples_with_the_seed(data_dir):
     assert ids(task.load("test", limit=4, seed=5)) == ids(task.load("test", limit=4, seed=5))
     assert ids(task.load("test", limit=4, seed=5)) != ids(task.load("test", limit=4, seed=6))
     assert os.environ["LOWRES_DATA_DIR"] == str(data_dir)
+
+
+def test_too_few_rows_are_counted_in_words_that_agree():
+    with pytest.raises(UserError, match=r"^asked for 2 examples but only 1 is available after exclusions$"):
+        sample_examples([{"id": 1, "question": "a"}], 2)
+    with pytest.raises(UserError, match=r"^asked for 1 example but only 0 are available$"):
+        proportional_quotas({"a": 0}, 1)

@@ -49,6 +49,11 @@ def test_the_plan_shows_the_examples_left_after_the_eval_questions(tmp_path):
     assert "the method is about" not in plan
 
 
+def test_one_example_left_is_one_example(tmp_path):
+    plan = plan_text(toy_recipe(tmp_path, 5, [1, 2, 3, 4], 3))
+    assert "GRPO on 1 toy example from the base model" in plan
+
+
 def test_more_than_a_hundred_examples_are_flagged(tmp_path):
     plan = plan_text(toy_recipe(tmp_path, 150, [0], 120))
     assert "GRPO on 120 toy examples" in plan and "rlvr: the method is about ≤100 examples; 120 given" in plan
