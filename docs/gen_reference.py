@@ -71,6 +71,14 @@ def _bounds(meta: dict) -> str:
     return ", ".join(parts)
 
 
+def public_fields(cls, path: str):
+    """(field, resolved type, key path) for each key of a recipe section a user may set."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("internal"):
+            yield f, hints[f.name], f"{path}.{f.name}" if path else f.name
+
+
 def recipe_sections():
     """[(path, dataclass, doc)] for every section, the top level first; a mapping of sections (tasks) is
     listed as `tasks.<name>`."""
@@ -80,13 +88,8 @@ def recipe_sections():
 
     def walk(cls, path):
         found.append((path, cls))
-        hints = typing.get_type_hints(cls)
         later = []  # mappings of sections (tasks.<name>) after the plain sections
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("internal"):
-                continue
-            tp = hints[f.name]
-            sub = f"{path}.{f.name}" if path else f.name
+        for _, tp, sub in public_fields(cls, path):
             if dataclasses.is_dataclass(tp):
                 walk(tp, sub)
             elif typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
@@ -122,21 +125,15 @@ def recipe_reference_md() -> str:
         doc = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0]
         anchor = section_anchor(path)
         lines += [f"## {html.escape(title)} {{#{anchor}}}", "", _text(doc), ""]
-        hints = typing.get_type_hints(cls)
-        fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-        sections = [f.name for f in fields if dataclasses.is_dataclass(hints[f.name])]
-        if sections:
-            subs = [f"{path}.{n}" if path else n for n in sections]
+        fields = list(public_fields(cls, path))
+        subs = [key for _, tp, key in fields if dataclasses.is_dataclass(tp)]
+        if subs:
             names = ", ".join(f"[{_code(sub)}](#{section_anchor(sub)})" for sub in subs)
             lines += [f"Sections: {names}.", ""]
-        if len(sections) == len(fields):
+        if len(subs) == len(fields):
             continue
         lines += ["| key | type | default | bounds | what it does |", "|---|---|---|---|---|"]
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("internal"):
-                continue
-            tp = hints[f.name]
-            key = f"{path}.{f.name}" if path else f.name
+        for f, tp, key in fields:
             if dataclasses.is_dataclass(tp):
                 continue  # a section of its own, below
             if f.metadata.get("required"):
