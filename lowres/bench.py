@@ -213,7 +213,7 @@ def _training_stage(cut: Recipe, real: Recipe, backend: str, stage: str, resolve
 def _eval_stage(cut: Recipe, real: Recipe, backend: str, model_ref: str, out: Path) -> StageFigures:
     """Time the base model's evaluation on enough questions to fill one batch, and scale it to the
     recipe's questions and to each model the run evaluates."""
-    from lowres.pipeline import _eval_labels, eval_command
+    from lowres.pipeline import eval_command, eval_labels
     from lowres.tasks import get_task
 
     row = StageFigures(backend, "eval")
@@ -230,7 +230,7 @@ def _eval_stage(cut: Recipe, real: Recipe, backend: str, model_ref: str, out: Pa
     generating = sum(r["seconds"] for r in results)
     per_model = row.wall_seconds - generating + sum(
         r["seconds"] / r["n_questions"] * questions[r["task"]] for r in results)
-    models = len(_eval_labels(real))
+    models = len(eval_labels(real))
     row.steps_in_recipe = models
     row.extrapolated_seconds = round(per_model * models, 1)
     row.note = f"timed on {sample} question(s) of the base model; {sum(questions.values())} per model"
@@ -355,7 +355,8 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
     return report
 
 
-def _minutes(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """'2.5 min', or '45 s' under a minute and a half; '-' for none."""
     if seconds is None:
         return "-"
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
@@ -383,7 +384,7 @@ def report_table(report: dict):
             "-" if peak is None else f"{kind} {peak:.1f} GiB",
             "-" if r["steps_in_recipe"] is None else
             counted(r["steps_in_recipe"], "model") if r["stage"] == "eval" else str(r["steps_in_recipe"]),
-            _minutes(r["extrapolated_seconds"]))
+            duration(r["extrapolated_seconds"]))
     return table
 
 
@@ -394,7 +395,7 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(f"[red]{r['backend']} {r['stage']}: {r['status']}[/red] — {r['note']}")
     for backend, total in report["extrapolated_recipe_seconds"].items():
         if total is not None:
-            lines.append(f"whole recipe on {backend}: ≈ {_minutes(total)} here")
+            lines.append(f"whole recipe on {backend}: ≈ {duration(total)} here")
     if {"unsloth", "transformers"} <= set(report["extrapolated_recipe_seconds"]):
         for stage in ("warmup", "rlvr"):
             pair = {r["backend"]: r for r in report["stages"] if r["stage"] == stage and r["status"] == "ok"}

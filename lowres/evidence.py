@@ -52,14 +52,19 @@ def verdict(low: float, high: float) -> str:
     return "no measurable difference"
 
 
-def question_scores(samples: Path) -> Scores:
-    """A task's samples.jsonl → question id → share of its samples that were right."""
+def right_by_question(samples: Path) -> dict[str, list[bool]]:
+    """A task's samples.jsonl → question id → whether each of its samples was right."""
     right: dict[str, list[bool]] = {}
     for line in Path(samples).read_text().splitlines():
         if line.strip():
             s = json.loads(line)
             right.setdefault(str(s["question_id"]), []).append(bool(s["correct"]))
-    return {q: sum(v) / len(v) for q, v in right.items()}
+    return right
+
+
+def question_scores(samples: Path) -> Scores:
+    """A task's samples.jsonl → question id → share of its samples that were right."""
+    return {q: sum(v) / len(v) for q, v in right_by_question(samples).items()}
 
 
 def bootstrap_difference(terms: list[tuple[float, list[Scores]]], replicates: int = BOOTSTRAP_REPLICATES,
@@ -144,11 +149,7 @@ def pass_at_k_curve(samples: Path) -> dict[int, float]:
     """k → unbiased pass@k (Chen et al. 2021) over a task's questions, for k = 1 … n_samples."""
     from lowres.evaluate import pass_at_k
 
-    right: dict[str, list[bool]] = {}
-    for line in Path(samples).read_text().splitlines():
-        if line.strip():
-            s = json.loads(line)
-            right.setdefault(str(s["question_id"]), []).append(bool(s["correct"]))
+    right = right_by_question(samples)
     n = min(len(v) for v in right.values())
     return {k: sum(pass_at_k(len(v), sum(v), k) for v in right.values()) / len(right) for k in range(1, n + 1)}
 

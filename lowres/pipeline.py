@@ -78,7 +78,8 @@ def arm_of(label: str, recipe: Recipe) -> Arm | None:
     return next((arm for arm in rlvr_arms(recipe) if arm.name == label), None)
 
 
-def _eval_labels(recipe: Recipe) -> list[str]:
+def eval_labels(recipe: Recipe) -> list[str]:
+    """The models the eval stage scores: base, the merged warmup, then each RLVR arm (per seed)."""
     labels = ["base"]
     if "merge" in recipe.stages:
         labels.append("warmup")
@@ -105,7 +106,7 @@ def rerun_set(recipe: Recipe, force: tuple[str, ...] | list[str]) -> set[str]:
         rerun.add("merge")
     if "merge" in rerun:
         rerun |= {stage for stage in RLVR_ARMS if stage in recipe.stages and _starts_from_merge(recipe, stage)}
-    for label in _eval_labels(recipe):
+    for label in eval_labels(recipe):
         if "eval" in rerun or made_by(label) in rerun:
             rerun.add(f"eval:{label}")
     return rerun
@@ -152,7 +153,7 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
         "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
         "rlvr-random-reward": "the same GRPO as rlvr, rewarded by a seeded coin flip (the spurious-reward control)",
         "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples{limit_text}"
-                + f"; models: {', '.join(_eval_labels(recipe))}",
+                + f"; models: {', '.join(eval_labels(recipe))}",
     }
     if "rlvr" in recipe.stages and recipe.rlvr.signal_check != "off":
         what["rlvr"] += f"; signal check first ({recipe.rlvr.signal_check})"
@@ -277,7 +278,7 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
         start = {"rlvr": "warmup" if recipe.rlvr.start_from == "warmup" else "base", "rlvr-no-warmup": "base"}
         start["rlvr-random-reward"] = start["rlvr"]
         refs = {"base": recipe.model.name_or_path, "warmup": str(merged)}
-        for label in _eval_labels(recipe):
+        for label in eval_labels(recipe):
             arm = arm_of(label, recipe)
             if arm is None:
                 # The merged warmup model is the base when the warmup adapter never moved.
@@ -303,9 +304,8 @@ def say_how_long(recipe: Recipe, fingerprints: dict[str, str]) -> None:
     to_run, done = [], []
     for name in recipe.stages:
         if name == "eval":
-            finished = all(_is_done(recipe.run_dir / "eval" / label,
-                                    eval_fingerprint(recipe, made_by(label), _seed_of(label, recipe)))
-                           for label in _eval_labels(recipe))
+            finished = all(_is_done(recipe.run_dir / "eval" / label, fingerprint)
+                           for label, fingerprint in eval_fingerprints(recipe).items())
             (done if finished else to_run).append(name)
             continue
         for folder, fingerprint in _stage_rows(recipe, name, fingerprints, rlvr_arms(recipe)):
@@ -315,9 +315,13 @@ def say_how_long(recipe: Recipe, fingerprints: dict[str, str]) -> None:
         console.print(line)
 
 
-def _seed_of(label: str, recipe: Recipe) -> int | None:
-    arm = arm_of(label, recipe)
-    return None if arm is None else arm.seed
+def eval_fingerprints(recipe: Recipe) -> dict[str, str]:
+    """Each evaluated model's fingerprint (its eval settings and data, the stage that made it, its seed)."""
+    fingerprints = {}
+    for label in eval_labels(recipe):
+        arm = arm_of(label, recipe)
+        fingerprints[label] = eval_fingerprint(recipe, made_by(label), None if arm is None else arm.seed)
+    return fingerprints
 
 
 def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path,

@@ -34,11 +34,10 @@ BENCH_FILE = "bench.json"
 
 def eval_key(recipe: Recipe) -> str:
     """What the eval stage's time depends on: the eval settings and data, and which models it scores."""
-    from lowres.fingerprint import eval_fingerprint, fingerprint
-    from lowres.pipeline import _eval_labels, _seed_of, made_by
+    from lowres.fingerprint import fingerprint
+    from lowres.pipeline import eval_fingerprints
 
-    return fingerprint(*(eval_fingerprint(recipe, made_by(label), _seed_of(label, recipe))
-                         for label in _eval_labels(recipe)))
+    return fingerprint(*eval_fingerprints(recipe).values())
 
 
 def stage_keys(recipe: Recipe) -> dict[str, str]:
@@ -122,14 +121,10 @@ def estimate(recipe: Recipe, stages: list[str], done: list[str], gflops=None) ->
     return result, unused
 
 
-def duration(seconds: float) -> str:
-    from lowres.bench import _minutes
-
-    return _minutes(seconds)
-
-
 def estimate_lines(recipe: Recipe, result: Estimate, unused: str | None) -> list[str]:
     """What `lowres run` prints before its first stage."""
+    from lowres.bench import duration
+
     lines = []
     if result.seconds:
         parts = ", ".join(f"{stage} {duration(seconds)}" for stage, seconds in result.seconds.items())

@@ -168,7 +168,7 @@ def _sample_in_child(recipe: Recipe, model_ref: str, stage: str, cache: Path) ->
         f.write(dump_recipe(recipe))
     try:
         done = subprocess.run([sys.executable, "-m", "lowres", "check", f.name, "--stage", stage, "--model", model_ref,
-                               "--samples-only", str(cache)], env={**os.environ})
+                               "--samples-only", str(cache)])
     finally:
         os.unlink(f.name)
     if done.returncode != 0 or not cache.is_file():
@@ -218,14 +218,15 @@ def prepare_rows(recipe: Recipe, stage: str, out_dir: Path, model_ref: str | Non
         kept, why = select_informative(groups, target.n_examples, target.seed)
         by_id = {row_id(r, i): r for i, r in enumerate(rows)}
         rows = [by_id[i] for i in kept]
-        groups = [g for g in groups if g.id in set(kept)]
+        kept_ids = set(kept)
+        groups = [g for g in groups if g.id in kept_ids]
         informative_count = sum(r["why"] == "sometimes solved" for r in why)
         if write:
             artifacts.write_json(out_dir / SELECTION_FILE, {
                 "select": "informative", "candidates": len(data["groups"]), "kept": len(kept),
                 "sometimes_solved": informative_count, "start_model": ref, "rows": why})
             console.print(f"{stage}: data.target.select informative: {informative_count} of {len(data['groups'])} "
-                      f"candidate prompts are sometimes solved; training on {len(kept)} "
+                          f"candidate prompts are sometimes solved; training on {len(kept)} "
                           f"({len(kept) - informative_count} filled in) → {out_dir / SELECTION_FILE}")
     if not checking:
         return rows, None
