@@ -137,7 +137,7 @@ def main() -> None:
 
     from lowres.rewards import reward_functions
     from lowres.tasks import get_task
-    from lowres.train.common import drop_default_printer
+    from lowres.train.common import stage_callbacks
     from lowres.train.rlvr import (
         build_dataset,
         grpo_config,
@@ -161,7 +161,7 @@ def main() -> None:
             cls = lowres_grpo_trainer(recipe, hw) if name == "lowres" else GRPOTrainer
             trainer = cls(model=model, reward_funcs=rewards, args=config, train_dataset=dataset,
                           processing_class=tok)
-            drop_default_printer(trainer)
+            stage_callbacks(trainer)
             trainers[name] = (trainer, StepClock(trainer))
         names = list(trainers)
         gflops = [matmul_gflops()]

@@ -16,7 +16,7 @@ from lowres.artifacts import is_disk_full, output_file, output_folder
 from lowres.bench import MODEL_CONFIGS
 from lowres.errors import UserError
 from lowres.preflight import check_recipe, require_stage
-from lowres.recipe import STAGES, bundled_recipes, dump_recipe, load_recipe, resolve_recipe_path
+from lowres.recipe import MAX_SEED, STAGES, bundled_recipes, dump_recipe, load_recipe, resolve_recipe_path
 from lowres.ui import console, error
 
 
@@ -42,6 +42,9 @@ class _Exit(click.ClickException):
         if self.message:
             error(self.message)
 
+
+# ctx.meta key: (stage, folder) of the training command running, so a Ctrl-C can say whether it left a checkpoint.
+STAGE_FOLDER = "lowres.stage_folder"
 
 # Set by main(): this process is the `lowres` program, where a Ctrl-C ends in one line and exit code 130.
 # Called any other way (a test's CliRunner, a notebook's cli.main), the CLI lets the KeyboardInterrupt through
@@ -83,21 +86,31 @@ class _Group(click.Group):
                                        "and run the same command again") from None
             if e.errno in (errno.EACCES, errno.EROFS):
                 raise _UserFacingError(f"cannot write {e.filename or 'a file'} ({os.strerror(e.errno)})") from None
+            if e.errno == errno.ENAMETOOLONG:  # a long output.dir or --out: the run name is checked in the recipe
+                raise _UserFacingError(f"{e.filename or 'a path'}: a file or folder name in it is too long for the "
+                                       "file system; shorten it") from None
             raise
         except StageFailed as e:
             if e.interrupt is not None and not _RUNNING_AS_PROGRAM:
                 raise _PassedInterrupt(e.interrupt) from None
             if e.exit_code == INTERRUPTED:
-                raise _Exit(f"interrupted during {e.stage}; the last checkpoint is kept: run the same command "
-                            "again to resume", INTERRUPTED) from None
+                from lowres.train.resume import interrupted_message
+
+                raise _Exit(interrupted_message(e.stage, e.folder), INTERRUPTED) from None
             raise _Exit(e.message, e.exit_code) from None
         except KeyboardInterrupt as interrupt:
             if not _RUNNING_AS_PROGRAM:
                 raise _PassedInterrupt(interrupt) from None
-            # In a stage's child the conductor says how to resume; on its own, say it here.
-            child = os.environ.get("LOWRES_STAGE_CHILD") == "1"
-            raise _Exit(None if child else "interrupted; the last checkpoint is kept: run the same command "
-                        "again to resume", INTERRUPTED) from None
+            # In a stage's child the conductor says how to resume; on its own, say it here, as the stage's
+            # folder shows it (a training command records which in ctx.meta).
+            if os.environ.get("LOWRES_STAGE_CHILD") == "1":
+                raise _Exit(None, INTERRUPTED) from None
+            stage, folder = ctx.meta.get(STAGE_FOLDER, (None, None))
+            if stage is None:
+                raise _Exit("interrupted", INTERRUPTED) from None
+            from lowres.train.resume import interrupted_message
+
+            raise _Exit(interrupted_message(stage, folder), INTERRUPTED) from None
 
 
 set_option = click.option(
@@ -146,15 +159,16 @@ processes_option = click.option(
          "The global batch is per-device batch × accumulation steps × N.")
 
 
-def _launch_if_several(recipe, stage: str, args: list[str]) -> bool:
+def _launch_if_several(recipe, stage: str, args: list[str], folder: Path) -> bool:
     """With num_processes > 1 and not yet inside a launch: run this very command as that many
-    processes (accelerate launch) and return True; else False (this process trains)."""
+    processes (accelerate launch) and return True; else False (this process trains, into `folder`)."""
     from lowres.distributed import in_launch
     from lowres.launch import run_stage
 
+    click.get_current_context().meta[STAGE_FOLDER] = (stage, folder)
     if recipe.num_processes == 1 or in_launch():
         return False
-    run_stage(stage, args, processes=recipe.num_processes)
+    run_stage(stage, args, processes=recipe.num_processes, folder=folder)
     return True
 
 
@@ -558,7 +572,7 @@ def warmup(recipe_file: str, overrides: tuple[str, ...], out: Path | None, num_p
     recipe = _recipe(recipe_file, overrides, num_processes, stage="warmup", force=force)
     with run_folder_lock(stage_run_folder(out or recipe.run_dir / "warmup", recipe.run_dir)):
         if _launch_if_several(recipe, "warmup", _stage_args(["warmup", recipe_file], overrides, num_processes,
-                                                            out=out, force=force)):
+                                                            out=out, force=force), out or recipe.run_dir / "warmup"):
             return
         _training_start(recipe)
         from lowres.train.warmup import run_warmup
@@ -617,8 +631,8 @@ def export(run_or_model: Path, out: Path, adapter: Path | None, chat_template: s
 @click.option("--random-reward", "random_reward", is_flag=True,
               help="The spurious-reward control: the same GRPO, rewarded by a seeded coin flip that ignores the "
                    "answer, into runs/<name>/rlvr-random-reward.")
-@click.option("--seed", "arm_seed", type=int, help="This run's GRPO seed (LoRA initialisation, sampling); default: "
-                                                   "the recipe's seed.")
+@click.option("--seed", "arm_seed", type=click.IntRange(0, MAX_SEED),
+              help="This run's GRPO seed (LoRA initialisation, sampling); default: the recipe's seed.")
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/rlvr).")
 @processes_option
 @click.option("--force", is_flag=True, help="Train even when the recipe's stages do not list rlvr (with its rlvr: "
@@ -637,7 +651,7 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no
     args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup,
                        random_reward=random_reward, seed=arm_seed, out=out, force=force)
     with run_folder_lock(stage_run_folder(out or recipe.run_dir / stage, recipe.run_dir)):
-        if _launch_if_several(recipe, "rlvr", args):
+        if _launch_if_several(recipe, stage, args, out or recipe.run_dir / stage):
             return
         _training_start(recipe)
         from lowres.train.rlvr import run_rlvr
@@ -660,6 +674,11 @@ def check(recipe_file: str, overrides: tuple[str, ...], stage: str, model_ref: s
     from lowres.train.check import candidate_rows, prepare_rows, rows_to_sample, start_model, start_model_samples
 
     recipe = _recipe(recipe_file, overrides)
+    if "rlvr" not in recipe.stages and samples_to is None:
+        # Else the check would sample with the default rlvr: and data.target: settings, sized for a GPU.
+        raise UserError(f"{recipe.source}: stages: rlvr is not one of this recipe's stages "
+                        f"({', '.join(recipe.stages)}), so there is no GRPO run to check; add rlvr to stages with "
+                        "the rlvr: and data.target: settings you want")
     if samples_to is not None:
         ref, made_by = start_model(recipe, stage, model_ref)
         start_model_samples(recipe, stage, ref, made_by, rows_to_sample(recipe, candidate_rows(recipe)),
@@ -766,13 +785,94 @@ def _parse_limit(text: str | None, tasks: list[str]) -> int | dict[str, int] | N
 @click.option("--plot", type=click.Path(path_type=Path), default=Path("comparison.png"), show_default=True,
               help="Where to write the bar chart.")
 def compare(runs: tuple[Path, ...], plot: Path) -> None:
-    """Side-by-side accuracy of `lowres eval` outputs and/or `lowres run` folders, with a PNG chart."""
-    from lowres.report import collect, plot_comparison, results_table
+    """Side-by-side accuracy of `lowres eval` outputs and/or `lowres run` folders, with a PNG chart; and each
+    RUN after the first paired with the first on the questions both answered: the difference of their final
+    models (a run's rlvr arm, else its warmup), its 95% interval, p-value and verdict."""
+    from lowres.evidence import compare_models, method_note
+    from lowres.report import (
+        collect,
+        different_questions_notes,
+        final_models,
+        plot_comparison,
+        results_table,
+        sample_files,
+        source_labels,
+    )
 
     output_file(plot, "chart")
     results = collect(list(runs))
+    files = sample_files(list(runs))
+    per_source = [{r.task for label in source_labels(run, list(results)) for r in results[label]} for run in runs]
+    if len(runs) > 1 and not set.intersection(*per_source):
+        raise UserError("these results share no task (" + "; ".join(
+            f"{run}: {', '.join(sorted(t)) or 'none'}" for run, t in zip(runs, per_source, strict=True))
+            + "): evaluate them on the same task")
     console.print(results_table(results))
+    for note in different_questions_notes(files):
+        console.print(f"[yellow]note: {note}[/yellow]")
+    pairs = []
+    first = final_models(runs[0], list(results))
+    for other in runs[1:]:
+        second = final_models(other, list(results))
+        if first and second and first != second:
+            pairs.append((first, second))
+    comparisons = compare_models(pairs, files)
+    for c in comparisons:
+        console.print(c.line().replace("**", ""))
+    if comparisons:
+        console.print(method_note(comparisons))
     console.print(f"chart → {plot_comparison(results, plot)}")
+
+
+# ---------------------------------------------------------------- chat
+
+@cli.command()
+@click.argument("target", metavar="MODEL_OR_RUN")
+@click.option("--adapter", type=click.Path(path_type=Path), help="A LoRA adapter folder on top of MODEL.")
+@click.option("--system", help="The system prompt (default: the tasks' R1 format: <think> then <answer>).")
+@click.option("--no-system", is_flag=True, help="No system prompt.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True,
+              help="0: greedy.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+def chat(target, adapter, system, no_system, max_new_tokens, temperature, seed) -> None:
+    """Talk to a model: a run folder's final model (runs/demo) or any model reference, answers streamed.
+    Type /reset to start a new conversation, /quit (or Ctrl-D) to leave. A prompt piped on standard input
+    gets one answer: echo "What is 2 + 3?" | lowres chat embedded:smollm2-135m"""
+    import sys
+
+    from lowres.chat import QUIT, RESET, Chat, resolve_chat_model
+    from lowres.tasks.base import R1_SYSTEM
+
+    chosen = resolve_chat_model(target, adapter)
+    piped = None if sys.stdin.isatty() else sys.stdin.read().strip()  # piped: one prompt, one answer, for scripts
+    if piped == "":
+        raise UserError(f"nothing on standard input: pipe a prompt in, e.g. echo \"What is 2 + 3?\" | lowres chat "
+                        f"{target}")
+    session = Chat(chosen, None if no_system else (system or R1_SYSTEM), max_new_tokens, temperature, seed)
+
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
+
+    if piped is not None:
+        session.answer(piped, write)
+        click.echo()
+        return
+    console.print(f"chatting with {chosen.described}; {RESET} starts over, {QUIT} or Ctrl-D leaves")
+    while True:
+        try:
+            question = click.prompt("you", prompt_suffix="> ").strip()
+        except (EOFError, click.exceptions.Abort):
+            click.echo()
+            return
+        if question == QUIT:
+            return
+        if question == RESET:
+            session.reset()
+            console.print("(a new conversation)")
+            continue
+        session.answer(question, write)
+        click.echo()
 
 
 # ---------------------------------------------------------------- run

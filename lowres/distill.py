@@ -12,6 +12,7 @@ stopped without duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import urllib.error
@@ -196,8 +197,8 @@ def distill(rows: list[dict], task: Task, teacher: Teacher, out: str | Path, *,
     if stats.skipped_done:
         console.print(f"resuming: {stats.skipped_done} of {len(rows)} puzzles were done before")
     done_file = out.with_name(out.name + ".done")
-    with progress(TextColumn("kept {task.fields[rate]}")) as bar, out.open("a", encoding="utf-8") as sink, \
-            done_file.open("a") as done_sink:
+    with progress(TextColumn("kept {task.fields[rate]}")) as bar, contextlib.ExitStack() as files:
+        sink = done_sink = None  # opened at the first finished puzzle: a teacher that fails at once leaves no files
         job = bar.add_task(f"distilling from {teacher.name}", total=len(todo), rate="-")
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
@@ -225,6 +226,9 @@ def distill(rows: list[dict], task: Task, teacher: Teacher, out: str | Path, *,
                         "prompt": user, "completion": sample.text, "puzzle_id": str(row["id"]),
                         "correct": score.correct, "formatted": score.formatted, "n_tokens": sample.n_tokens,
                         "teacher": teacher.name}) + "\n")
+                if sink is None:
+                    sink = files.enter_context(out.open("a", encoding="utf-8"))
+                    done_sink = files.enter_context(done_file.open("a"))
                 sink.write("".join(lines))
                 sink.flush()
                 done_sink.write(f"{row['id']}\n")

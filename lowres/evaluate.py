@@ -1,14 +1,15 @@
 """Evaluation: sample n completions per question, grade them with the task, summarise.
 
-Metrics (as the paper reports them): for each of the n sample indices j, accuracy_j is the share of
-questions whose j-th completion is correct; we report mean ± std of accuracy_j over j. Also the
-unbiased pass@k (Chen et al., 2021), the format-error rate and the mean completion length.
+Metrics: accuracy is the mean over questions of each question's share of right samples, with its 95% t
+interval over the questions (the questions asked are the main source of chance; the spread over the n sample
+indices, which the paper reports, is kept in results.json as accuracy_std but is several times narrower).
+Also the unbiased pass@k (Chen et al., 2021), the format-error rate and the mean completion length.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import statistics
 import time
 from collections import defaultdict
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lowres.artifacts import building_folder, disk_guard, read_json, write_json
+from lowres.evidence import accuracy_interval, pass_at_k
 from lowres.prompting import ChatTemplate, render_prompt
 from lowres.tasks import Task
 from lowres.ui import console, progress
@@ -54,20 +56,22 @@ class EvalResult:
     # MMLU-Pro's convention: an unparseable answer counts as a random guess among the options.
     accuracy_random_guess: float | None = None
     seconds: float = 0.0
+    # 95% t interval of accuracy over the questions (results written before it existed have none)
+    accuracy_low: float | None = None
+    accuracy_high: float | None = None
+
+    def accuracy_text(self) -> str:
+        """Accuracy in points with its 95% interval over questions ("± std over samples" for older results)."""
+        if self.accuracy_low is None or self.accuracy_high is None:
+            return f"{100 * self.accuracy_mean:.1f} ± {100 * self.accuracy_std:.1f} (std over samples)"
+        return f"{100 * self.accuracy_mean:.1f} [{100 * self.accuracy_low:.1f}, {100 * self.accuracy_high:.1f}]"
 
     def summary(self) -> str:
         guess = (f", {100 * self.accuracy_random_guess:.1f} with random guesses"
                  if self.accuracy_random_guess is not None else "")
-        return (f"{self.model} on {self.task}: {100 * self.accuracy_mean:.1f} ± {100 * self.accuracy_std:.1f}{guess} "
+        return (f"{self.model} on {self.task}: {self.accuracy_text()}{guess} "
                 f"(n={self.n_questions}×{self.n_samples}, format errors {100 * self.format_error_rate:.0f}%, "
                 f"mean length {self.mean_completion_tokens:.0f} tokens)")
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k for one question with n samples of which c are correct."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
 
 
 @dataclass
@@ -182,13 +186,13 @@ def evaluate_task(generator, task: Task, rows: list[dict], settings: GenerationS
     for row, prompt, outs in zip(rows, prompts, completions, strict=True):
         for j, (text, n_tokens, truncated) in enumerate(outs):
             score = task.score(text, row)
-            samples.append(Sample(str(row.get("id", len(samples))), j, prompt, text, n_tokens, truncated,
+            samples.append(Sample(question_id(row, prompt), j, prompt, text, n_tokens, truncated,
                                   score.extracted, score.formatted, score.correct, score.reward,
                                   row.get("category")))
     result = summarise(task.name, model_name, samples, settings.n_samples, len(rows))
     guess = getattr(task, "random_guess_correct", None)
     if callable(guess):
-        by_id = {str(row.get("id", i)): row for i, row in enumerate(rows)}
+        by_id = {question_id(row, prompt): row for row, prompt in zip(rows, prompts, strict=True)}
         result.accuracy_random_guess = statistics.fmean(
             s.correct or (s.extracted is None and guess(by_id[s.question_id], s.sample_index)) for s in samples)
     result.seconds = round(time.time() - started, 1)
@@ -203,6 +207,14 @@ def evaluate_task(generator, task: Task, rows: list[dict], settings: GenerationS
     return result
 
 
+def question_id(row: dict, prompt: str) -> str:
+    """A row's id; a row without one is known by its prompt, so that its samples are one question (and two rows
+    with the same prompt are one question too) — never one question per sample."""
+    if row.get("id") is not None:
+        return str(row["id"])
+    return "prompt-" + hashlib.sha256(prompt.encode()).hexdigest()[:16]
+
+
 def summarise(task_name: str, model_name: str, samples: list[Sample], n_samples: int,
               n_questions: int) -> EvalResult:
     per_index = [statistics.fmean(s.correct for s in samples if s.sample_index == j)
@@ -210,9 +222,11 @@ def summarise(task_name: str, model_name: str, samples: list[Sample], n_samples:
     by_question: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         by_question[s.question_id].append(s)
-    ks = [k for k in (1, 2, 4, 8, 16) if k <= n_samples]
+    fewest = min((len(v) for v in by_question.values()), default=0)
+    ks = [k for k in (1, 2, 4, 8, 16) if k <= min(n_samples, fewest)]
     passk = {f"pass@{k}": statistics.fmean(pass_at_k(len(v), sum(s.correct for s in v), k)
                                            for v in by_question.values()) for k in ks}
+    low, high = accuracy_interval({q: sum(s.correct for s in v) / len(v) for q, v in by_question.items()})
     categories: dict[str, list[bool]] = defaultdict(list)
     for s in samples:
         if s.category:
@@ -226,6 +240,7 @@ def summarise(task_name: str, model_name: str, samples: list[Sample], n_samples:
         mean_completion_tokens=statistics.fmean(s.n_tokens for s in samples),
         truncated_rate=statistics.fmean(s.truncated for s in samples),
         per_category={c: statistics.fmean(v) for c, v in sorted(categories.items())},
+        accuracy_low=low, accuracy_high=high,
     )
 
 

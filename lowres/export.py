@@ -281,7 +281,7 @@ def model_card(source: Source, report: dict | None, dtype: str, system: str | No
         except UserError:
             results = None
         if results:
-            lines += ["## Evaluation\n", "Accuracy (%), mean ± std over samples (share of well-formed answers):\n",
+            lines += ["## Evaluation\n", "Accuracy (%) [95% interval over questions] (share of well-formed answers):\n",
                       results_markdown(results)]
         for png, title in (("comparison.png", "comparison"), ("rlvr_reward.png", "RLVR reward over steps")):
             if png in files:

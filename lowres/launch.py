@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from lowres.distributed import launcher_command
 from lowres.errors import INTERRUPTED, OutOfMemory, UserError
@@ -25,11 +26,14 @@ from lowres.errors import INTERRUPTED, OutOfMemory, UserError
 class StageFailed(Exception):
     """A stage's child process did not finish; `exit_code` is what the CLI should exit with and
     `message` the one line to print (None: the child has printed it already). `interrupt`: the Ctrl-C
-    (KeyboardInterrupt) this process received and passed on to the child, if that is what stopped it."""
+    (KeyboardInterrupt) this process received and passed on to the child, if that is what stopped it. `folder`:
+    a training stage's folder, where known (so an interruption can say whether it left a checkpoint to resume)."""
 
-    def __init__(self, stage: str, exit_code: int, message: str | None, interrupt: KeyboardInterrupt | None = None):
+    def __init__(self, stage: str, exit_code: int, message: str | None, interrupt: KeyboardInterrupt | None = None,
+                 folder: Path | None = None):
         super().__init__(message or f"{stage} stopped with exit code {exit_code}")
         self.stage, self.exit_code, self.message, self.interrupt = stage, exit_code, message, interrupt
+        self.folder = folder
 
 
 def stage_command(args: list[str]) -> list[str]:
@@ -50,8 +54,10 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_stage(stage: str, args: list[str], grace_seconds: float = 60.0, processes: int = 1) -> None:
-    """Run `lowres <args>` as a child and wait for it. Raises StageFailed unless it exits 0.
+def run_stage(stage: str, args: list[str], grace_seconds: float = 60.0, processes: int = 1,
+              folder: Path | None = None) -> None:
+    """Run `lowres <args>` as a child and wait for it. Raises StageFailed unless it exits 0. `folder`: a
+    training stage's folder, which an interruption's StageFailed carries.
 
     processes > 1: the child is `accelerate launch` of that many processes (lowres.distributed), which
     passes a Ctrl-C on to them and exits with the code of the first one to fail.
@@ -70,13 +76,13 @@ def run_stage(stage: str, args: list[str], grace_seconds: float = 60.0, processe
         code = child.wait()
     except KeyboardInterrupt as interrupt:
         _stop(child, grace_seconds)
-        raise StageFailed(stage, INTERRUPTED, None, interrupt) from None
+        raise StageFailed(stage, INTERRUPTED, None, interrupt, folder) from None
     if code == 0:
         return
     if code in (UserError.exit_code, OutOfMemory.exit_code):
         raise StageFailed(stage, code, None)  # the child printed its one-line error
     if code in (INTERRUPTED, -signal.SIGINT):
-        raise StageFailed(stage, INTERRUPTED, None)
+        raise StageFailed(stage, INTERRUPTED, None, folder=folder)
     how = f"was killed by signal {-code}" if code < 0 else f"crashed (exit code {code})"
     raise StageFailed(stage, 1, f"the {stage} stage {how}; its output above says why")
 

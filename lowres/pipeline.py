@@ -135,20 +135,34 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
 
     four_bit, four_bit_why = resolve_load_in_4bit(recipe.warmup.load_in_4bit)
     notes = []
-    examples = target.n_examples
+    examples, counted_later, candidates = target.n_examples, None, None
     if "rlvr" in recipe.stages:  # the rows GRPO will train on, counted now (data only, no model)
+        from lowres.tasks.data import DataNotLocal, local_only
         from lowres.train.examples import rlvr_examples
 
-        chosen = rlvr_examples(recipe)
-        examples = len(chosen.rows)
-        notes = [f"[yellow]rlvr: {note}[/yellow]" for note in chosen.notes()]
+        try:
+            # Only from data on this machine: a plan must not wait on the Hub (the stage downloads it).
+            with local_only():
+                chosen = rlvr_examples(recipe)
+                if target.select == "informative":  # the data may hold fewer: the plan shows what is sampled
+                    candidates = len(rlvr_examples(recipe, target.select_pool or 2 * target.n_examples).rows)
+            examples = len(chosen.rows)
+            notes = [f"[yellow]rlvr: {note}[/yellow]" for note in chosen.notes()]
+        except DataNotLocal as e:
+            from rich.markup import escape
+
+            counted_later = str(e)
+            notes = [f"[yellow]rlvr: {escape(counted_later)}, so the training rows are counted when the stage runs "
+                     f"(which downloads them); the plan shows data.target.n_examples ({target.n_examples})[/yellow]"]
     what = {
         "warmup": f"{'QLoRA' if four_bit else 'LoRA'} SFT on {recipe.data.warmup.source} traces "
                   f"({'4-bit' if four_bit else '16-bit'} base"
                   f"{'' if four_bit_why == 'asked for' else '; load_in_4bit ' + four_bit_why}); "
                   f"{warmup_batch_text(recipe)}",
         "merge": "merge the warmup adapter into the 16-bit base",
-        "rlvr": f"GRPO on {counted(examples, target.task + ' example')} from the {recipe.rlvr.start_from} model; "
+        "rlvr": f"GRPO on {counted(examples, target.task + ' example')}"
+                f"{' (as configured: counted when the stage runs)' if counted_later else ''} from the "
+                f"{recipe.rlvr.start_from} model; "
                 f"{rlvr_batch_text(recipe)}",
         "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
         "rlvr-random-reward": "the same GRPO as rlvr, rewarded by a seeded coin flip (the spurious-reward control)",
@@ -157,8 +171,15 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
     }
     if "rlvr" in recipe.stages and recipe.rlvr.signal_check != "off":
         what["rlvr"] += f"; signal check first ({recipe.rlvr.signal_check})"
-    if target.select == "informative":
-        what["rlvr"] += f"; informative selection from {target.select_pool or 2 * target.n_examples} candidates"
+    if "rlvr" in recipe.stages and target.select == "informative":
+        pool = target.select_pool or 2 * target.n_examples
+        if candidates is None:  # the data is not here yet: the pool as configured
+            candidates = pool
+        what["rlvr"] += f"; informative selection from {candidates} candidates"
+        if target.select_pool and candidates < target.select_pool:
+            notes.append(f"[yellow]rlvr: data.target.select_pool is {target.select_pool}, but the training rows "
+                         f"hold {candidates} (after leaving out the evaluation's questions): the informative "
+                         f"selection samples those {candidates}[/yellow]")
     arms = rlvr_arms(recipe)
     for stage in recipe.stages:
         for name, folder_fp in _stage_rows(recipe, stage, fingerprints, arms):
@@ -169,6 +190,9 @@ def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
             elif folder_fp and _is_done(folder, folder_fp):
                 note = " [green](done, will skip)[/green]"
             table.add_row(name, what[stage] + note, str(folder))
+    if arms:  # which seed GRPO gets, so an empty `seeds:` says what it means
+        notes.append(f"GRPO seeds {', '.join(map(str, recipe.seeds))}: each RLVR arm runs once per seed" if recipe.seeds
+                     else f"GRPO seed {recipe.seed} (seeds: [], so each RLVR arm runs once, with seed)")
     table.caption = "\n".join([f"model: {describe_model(recipe.model.name_or_path)}", *notes])
     if recipe.num_processes > 1:
         from lowres.hardware import MULTI_PROCESS_BACKEND
@@ -256,7 +280,8 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
         kind = kind or name
         require_free_space(recipe.run_dir, stage_disk_bytes(recipe, kind), f"the {name} stage")
         t0 = time.time()
-        run_stage(name, args, processes=recipe.num_processes if kind in TRAINING_STAGES else 1)
+        trains = kind in TRAINING_STAGES
+        run_stage(name, args, processes=recipe.num_processes if trains else 1, folder=folder if trains else None)
         _mark_done(folder, fingerprint, time.time() - t0, hub_revision(recipe.model.name_or_path))
 
     if "warmup" in recipe.stages:
@@ -396,13 +421,14 @@ def reuse_results(recipe: Recipe, label: str, same_as: str, results: list[EvalRe
 def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
     """The run's report: the table on screen, report.md and report.json (the comparisons, with their intervals
     and verdicts, as data), and PNG plots next to them."""
-    from lowres.evidence import compare, comparisons_json, pass_at_k_curve, question_scores
+    from lowres.evidence import compare, comparisons_json, method_note, pass_at_k_curve, question_scores
     from lowres.train.check import load_check
 
     console.print(results_table(results))
     run_dir = recipe.run_dir
     lines = [f"# {recipe.name}\n", f"{recipe.description}\n", f"Model: {describe_model(recipe.model.name_or_path)}\n",
-             "## Accuracy (%), mean ± std over samples (share of well-formed answers)\n", results_markdown(results)]
+             "## Accuracy (%) [95% interval over questions] (share of well-formed answers)\n",
+             results_markdown(results)]
     data: dict = {"recipe": recipe.name, "seeds": recipe.seeds or [recipe.seed], "models": {}, "signal_checks": {},
                   "comparisons": [], "notes": []}
     scores: dict[str, dict] = {}
@@ -440,8 +466,11 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
     data["comparisons"] = comparisons_json(comparisons)
     data["notes"] = _learned_nothing_notes(recipe, checks)
     if comparisons or data["notes"]:
-        lines.append("## Comparisons: differences in points, 95% bootstrap intervals over questions"
-                     + (" and seeds" if len(recipe.seeds) > 1 else "") + ", verdicts\n")
+        lines.append("## Comparisons: differences in points, 95% intervals over questions"
+                     + (" and seeds" if len(recipe.seeds) > 1 else "") + ", p-values, verdicts\n")
+        if comparisons:
+            lines.append(method_note(comparisons) + "\n")
+            data["method"] = method_note(comparisons)
         lines += [f"- {c.line()}" for c in comparisons]
         lines += [f"- note: {note}" for note in data["notes"]]
         lines.append("")

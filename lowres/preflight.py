@@ -20,6 +20,7 @@ from lowres.artifacts import output_folder
 from lowres.errors import UserError
 from lowres.models import EMBEDDED, EMBEDDED_PREFIX, check_model_folder
 from lowres.recipe import Recipe, RecipeError
+from lowres.tasks.data import datasets_cache, hub_dataset_cached
 
 # owner/name as the Hub spells repository ids (a bare name is an old-style id, e.g. gpt2).
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
@@ -56,24 +57,6 @@ def hub_model_cache_problem(ref: str) -> str | None:
     except UserError as e:
         return f"{ref} is only partly in the Hugging Face cache ({e})"
     return None
-
-
-def datasets_cache() -> Path:
-    """Where `datasets` keeps the datasets it has prepared (its HF_DATASETS_CACHE, as it reads it at import)."""
-    if os.environ.get("HF_DATASETS_CACHE"):
-        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
-    return Path(home).expanduser() / "datasets"
-
-
-def hub_dataset_cached(name: str, config: str | None) -> bool:
-    """Whether `datasets.load_dataset(name, config)` can be answered offline: a dataset it prepared before
-    (<HF_DATASETS_CACHE>/<namespace>___<name in snake case>/<config>/<version>/<hash>/, the folders its
-    offline fallback looks in). A Hub snapshot alone is not enough: offline, datasets does not read it."""
-    parts = name.split("/")
-    last = re.sub(r"([a-z\d])([A-Z])", r"\1_\2", re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", parts[-1])).lower()
-    root = datasets_cache() / "___".join([*parts[:-1], last])
-    return any(p.is_dir() for p in root.glob(f"{config or '*'}/*/*"))
 
 
 def check_model_ref(ref: str) -> str | None:

@@ -36,6 +36,11 @@ TRAINING_STAGES = ("warmup", "rlvr", "rlvr-no-warmup", "rlvr-random-reward")
 RLVR_ARMS = ("rlvr", "rlvr-no-warmup", "rlvr-random-reward")
 # Optimizers a recipe may name (transformers' names). The 8-bit ones are bitsandbytes' and need CUDA.
 CUDA_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
+# The largest seed numpy accepts (np.random.seed: 0..2**32-1); transformers' set_seed seeds numpy with the run's seed.
+MAX_SEED = 2**32 - 1
+# The longest file or folder name (NAME_MAX) of the common file systems (ext4, XFS, Btrfs, APFS, NTFS): the
+# run's name is its folder's name.
+MAX_NAME_BYTES = 255
 Optimizer = Literal["adamw_torch_fused", "adamw_torch", "adamw_8bit", "paged_adamw_8bit"]
 
 
@@ -215,6 +220,11 @@ class RLVRSection:
     truncation_warn_fraction: float = _f(0.5, min=0.0, max=1.0, help="share of completions cut at "
                                          "max_completion_length above which training warns and the check objects")
     stop_after_constant_reward_steps: int = _f(0, min=0, help="0: never stop early")
+    heldout_every: int = _f(0, min=0, help="every this many GRPO steps (and before the first), score the policy on "
+                            "heldout_questions of the target task's test split, with eval's sampling; logged to "
+                            "metrics.jsonl and plotted beside the train reward. 0: off")
+    heldout_questions: int = _f(16, min=1, help="questions of the held-out learning curve (a fixed seeded subset)")
+    heldout_samples: int = _f(2, min=1, help="samples per question of the held-out learning curve")
     logging_steps: int = _f(1, min=1)
     save_steps: int = _f(25, min=1)
     lora: LoraSection = _section(LoraSection)
@@ -260,9 +270,9 @@ class Recipe:
         ["warmup", "merge", "rlvr", "eval"], help="opt-in controls: rlvr-no-warmup runs the rlvr stage from the base "
         "model (the paper's no-warmup baseline); rlvr-random-reward runs it from rlvr's start model rewarded by a "
         "seeded coin flip (the spurious-reward control); the report compares them")
-    seed: int = _f(0)
-    seeds: list[int] = _f([], help="GRPO seeds: each RLVR arm (and its evaluation) runs once per seed, and the "
-                          "report's intervals cover the seeds too; []: once, with seed")
+    seed: int = _f(0, help="seeds training, sampling and evaluation (0 to 2**32-1)")
+    seeds: list[int] = _f([], help="GRPO seeds (each 0 to 2**32-1): each RLVR arm (and its evaluation) runs once per "
+                          "seed, and the report's intervals cover the seeds too; [] (the default): once, with seed")
     num_processes: int = _f(1, min=1, help="processes for the warmup and RLVR stages (DDP through accelerate "
                             "launch, one per GPU); the global batch is per_device_train_batch_size × "
                             "gradient_accumulation_steps × num_processes. `--num-processes N` sets it")
@@ -503,6 +513,10 @@ def _check_consistency(recipe: Recipe) -> None:
                           "rlvr-random-reward")
     if len(set(recipe.seeds)) != len(recipe.seeds):
         raise _fail(src, "seeds", f"list each seed once, got {recipe.seeds}")
+    # numpy (through transformers' set_seed) takes seeds in 0..2**32-1 only: refuse others now, not mid-run.
+    for where, value in [("seed", recipe.seed), *((f"seeds[{i}]", s) for i, s in enumerate(recipe.seeds))]:
+        if not 0 <= value <= MAX_SEED:
+            raise _fail(src, where, f"a seed must be in 0..{MAX_SEED} (numpy and torch refuse others), got {value}")
     if "rlvr" in recipe.stages:
         check_rlvr_settings(recipe)
     for stage in ("warmup", "rlvr"):
@@ -518,6 +532,9 @@ def _check_consistency(recipe: Recipe) -> None:
         raise _fail(src, "data.warmup.people", f"puzzle sizes must be 2-8, got {bad}")
     if not recipe.name.strip(" .") or "/" in recipe.name or "\\" in recipe.name:
         raise _fail(src, "name", f"give the run a folder name (no slashes), got {recipe.name!r}")
+    if len(recipe.name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise _fail(src, "name", f"the run's folder name is {len(recipe.name.encode('utf-8'))} bytes; file systems "
+                    f"allow at most {MAX_NAME_BYTES}: give a shorter name")
     if isinstance(recipe.eval.limit, dict):
         for task in recipe.eval.limit:
             if task not in recipe.eval.tasks:

@@ -16,7 +16,7 @@ Results = dict[str, list[EvalResult]]  # label -> one result per task
 def _cell(result: EvalResult | None) -> str:
     if result is None:
         return "—"
-    return (f"{100 * result.accuracy_mean:.1f} ± {100 * result.accuracy_std:.1f} "
+    return (f"{result.accuracy_text()} "
             f"(format ok {100 * (1 - result.format_error_rate):.0f}%)")
 
 
@@ -32,7 +32,7 @@ def _lookup(results: Results, label: str, task: str) -> EvalResult | None:
     return next((r for r in results[label] if r.task == task), None)
 
 
-TITLE = "accuracy (%), mean ± std over samples (share of well-formed answers)"
+TITLE = "accuracy (%) [95% interval over questions] (share of well-formed answers)"
 
 
 def results_table(results: Results, title: str = TITLE) -> Table:
@@ -79,8 +79,74 @@ def collect(paths: list[Path]) -> Results:
     return results
 
 
+def _bounds(result: EvalResult | None) -> tuple[float, float]:
+    """The bar's error range in points: its 95% interval, or ± std over samples for older results."""
+    if result is None:
+        return 0.0, 0.0
+    if result.accuracy_low is None or result.accuracy_high is None:
+        return 100 * (result.accuracy_mean - result.accuracy_std), 100 * (result.accuracy_mean + result.accuracy_std)
+    return 100 * result.accuracy_low, 100 * result.accuracy_high
+
+
+def sample_files(paths: list[Path]) -> dict[str, dict[str, Path]]:
+    """label → task → samples.jsonl, for the same folders and labels as `collect`."""
+    found: dict[str, dict[str, Path]] = {}
+
+    def add(label: str, folder: Path) -> None:
+        for result in load_results(folder):
+            samples = folder / result.task / "samples.jsonl"
+            if samples.is_file():
+                found.setdefault(label, {})[result.task] = samples
+
+    for path in map(Path, paths):
+        if (path / "results.json").is_file():
+            add(path.name, path)
+        elif (path / "eval").is_dir():
+            for label_dir in sorted((path / "eval").iterdir(), key=lambda p: _label_order(p.name)):
+                if (label_dir / "results.json").is_file():
+                    add(f"{path.name}/{label_dir.name}", label_dir)
+    return found
+
+
+def source_labels(path: Path, labels: list[str]) -> list[str]:
+    """The labels `collect` gave the models of one folder: the folder's name, or <run>/<model> for a run's."""
+    name = Path(path).name
+    return [label for label in labels if label == name or label.startswith(f"{name}/")]
+
+
+def final_models(path: Path, labels: list[str]) -> list[str]:
+    """The labels of what a source finally made: a `lowres eval` folder is itself; a run folder's is its rlvr
+    arm (every seed), else its warmup, else its base, else its last evaluated model."""
+    if (Path(path) / "results.json").is_file():
+        return [Path(path).name]
+    mine = source_labels(path, labels)
+    for arm in ("rlvr", "warmup", "base"):
+        chosen = [label for label in mine if label.partition("/")[2].partition("-seed")[0] == arm]
+        if chosen:
+            return chosen
+    return mine[-1:]
+
+
+def different_questions_notes(files: dict[str, dict[str, Path]]) -> list[str]:
+    """A note for each task whose models did not all answer the same questions: their accuracies are not
+    comparable side by side."""
+    from lowres.evidence import right_by_question
+
+    notes = []
+    tasks = sorted({task for by_task in files.values() for task in by_task})
+    for task in tasks:
+        asked = {label: set(right_by_question(by_task[task])) for label, by_task in files.items() if task in by_task}
+        if len(asked) > 1 and len({frozenset(q) for q in asked.values()}) > 1:
+            common = set.intersection(*asked.values())
+            sizes = ", ".join(f"{label} {len(q)}" for label, q in asked.items())
+            notes.append(f"on {task} the models did not answer the same questions ({sizes}; {len(common)} in "
+                         "common): their accuracies are over different questions and not comparable side by side")
+    return notes
+
+
 def plot_comparison(results: Results, png: Path) -> Path:
-    """Grouped bars: one group per task, one bar per model, error bars = std over samples."""
+    """Grouped bars: one group per task, one bar per model, error bars = the 95% interval over questions
+    (the std over samples for results written before intervals existed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,13 +159,15 @@ def plot_comparison(results: Results, png: Path) -> Path:
         found = [_lookup(results, label, t) for t in tasks]
         xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(tasks))]
         means = [100 * r.accuracy_mean if r else 0.0 for r in found]
-        stds = [100 * r.accuracy_std if r else 0.0 for r in found]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=label)
+        bounds = [_bounds(r) for r in found]
+        errors = [[m - low for m, (low, _) in zip(means, bounds, strict=True)],
+                  [high - m for m, (_, high) in zip(means, bounds, strict=True)]]
+        ax.bar(xs, means, width, yerr=errors, capsize=3, label=label)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
-    ax.set_title("lowres: accuracy by task")
+    ax.set_title("lowres: accuracy by task (bars: 95% interval over questions)", fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
@@ -108,34 +176,50 @@ def plot_comparison(results: Results, png: Path) -> Path:
 
 
 def plot_reward_curves(curves: dict[str, Path], png: Path) -> Path | None:
-    """GRPO runs side by side: each run's mean reward per step (left) and its share of groups whose
+    """GRPO runs side by side: each run's mean reward per step (left), its held-out accuracy (solid) and share
+    of well-formed answers (dashed) when rlvr.heldout_every scored them (middle), and its share of groups whose
     completions all scored the same, which carry no learning signal (right). None if nothing logged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    records = {label: read_jsonl(metrics) if metrics.is_file() else [] for label, metrics in curves.items()}
+    heldout = any("heldout_accuracy" in r for rs in records.values() for r in rs)
+    fig, axes = plt.subplots(1, 3 if heldout else 2, figsize=(13 if heldout else 9, 3.2))
+    left, right = axes[0], axes[-1]
     plotted = False
-    for label, metrics in curves.items():
-        records = read_jsonl(metrics) if metrics.is_file() else []
+
+    def points(rs: list[dict], key: str) -> list[tuple[int, float]]:
+        return [(r["step"], r[key]) for r in rs if isinstance(r.get(key), (int, float))]
+
+    for label, rs in records.items():
         for ax, key in ((left, "reward"), (right, "frac_reward_zero_std")):
-            points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-            if points:
-                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+            if found := points(rs, key):
+                ax.plot(*zip(*found, strict=True), marker="o", markersize=3, label=label)
                 plotted = True
+        if heldout:
+            accuracy, formatted = points(rs, "heldout_accuracy"), points(rs, "heldout_formatted")
+            if accuracy:
+                line, = axes[1].plot(*zip(*[(s, 100 * v) for s, v in accuracy], strict=True), marker="o",
+                                     markersize=3, label=f"{label}: right")
+                axes[1].plot(*zip(*[(s, 100 * v) for s, v in formatted], strict=True), linestyle="--",
+                             color=line.get_color(), label=f"{label}: well-formed")
     if not plotted:
         plt.close(fig)
         return None
-    left.set_title("mean reward per step", fontsize=9)
+    left.set_title("mean reward per step (train prompts)", fontsize=9)
     right.set_title("groups with no reward difference (no signal)", fontsize=9)
     right.set_ylim(-0.05, 1.05)
+    if heldout:
+        axes[1].set_title("held-out questions: % right (solid), % well-formed (dashed)", fontsize=9)
+        axes[1].set_ylim(-2, 102)
     from matplotlib.ticker import MaxNLocator
 
-    for ax in (left, right):
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("GRPO step")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)

@@ -74,7 +74,9 @@ class SignalCheck:
     length_percentiles: dict[str, int]          # p50, p90, max (tokens)
     all_right_share: float
     all_wrong_share: float
-    no_signal_share: float                      # groups whose rewards are all equal (includes the two above)
+    # Groups whose rewards are all equal. The two shares above count right answers, this one rewards: with a format
+    # term in the reward an all-wrong (or all-right) group can still differ, so it need not include them.
+    no_signal_share: float
     pass_at_g: float                            # prompts with at least one right completion
     mean_pass_rate: float
     pass_rates: dict[str, float]                # prompt id -> share of its G completions that are right
@@ -100,13 +102,62 @@ def percentile(values: list[int], q: float) -> int:
 
 def expected_signal_share(right_counts: list[int], measured_with: int, generations: int) -> float:
     """The share of groups expected to hold a right and a wrong completion with `generations` samples per
-    prompt: mean of 1 − p^G − (1 − p)^G, each prompt's p estimated from its `right_counts` of `measured_with`
-    samples, smoothed to (right + ½) / (samples + 1): a prompt never solved in 4 tries may still be solved
-    sometimes, which is what more samples would find."""
-    if not right_counts:
+    prompt, from each prompt's `right_counts` of `measured_with` samples.
+
+    A prompt's own few samples say little (0 of 4 right fits a pass rate of 0 as well as 0.3), so the prompts
+    are pooled: a Beta distribution of pass rates is fitted to all the counts (beta-binomial, method of
+    moments), and each prompt's expected 1 − p^G − (1 − p)^G is taken under its posterior. It follows the
+    measurements: when every answer was right (or every one wrong) nothing suggests a prompt that is otherwise,
+    and the estimate is 0; when one prompt of many was ever solved, the others are expected to stay unsolved."""
+    n, counts = measured_with, right_counts
+    if not counts or n < 2:
         return 0.0
-    rates = [(k + 0.5) / (measured_with + 1) for k in right_counts]
-    return statistics.fmean(1 - p ** generations - (1 - p) ** generations for p in rates)
+    rates = [k / n for k in counts]
+    mean = statistics.fmean(rates)
+    if mean in (0.0, 1.0):
+        return 0.0
+    # Var(k/n) = m(1-m)/n · (1 + (n-1)ρ) for the beta-binomial, with ρ = 1/(α+β+1) the spread of the pass rates.
+    spread = (statistics.pvariance(rates) * n / (mean * (1 - mean)) - 1) / (n - 1)
+    rho = min(max(spread, 1e-6), 1 - 1e-6)
+    total = 1 / rho - 1
+    a, b = mean * total, (1 - mean) * total
+
+    def moment(x: float, y: float) -> float:  # E[p^G] for p ~ Beta(x, y)
+        return math.prod((x + i) / (x + y + i) for i in range(generations))
+
+    return statistics.fmean(1 - moment(a + k, b + n - k) - moment(b + n - k, a + k) for k in counts)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a share k/n: the p whose Binomial(n, p) puts k in neither tail
+    beyond (1 − level)/2. Found by bisection on the binomial distribution function (no scipy needed)."""
+    if n <= 0:
+        return 0.0, 1.0
+    tail = (1 - level) / 2
+
+    def at_most(j: int, p: float) -> float:  # P(X ≤ j) under Binomial(n, p), summed in logs (n may be thousands)
+        if p >= 1:
+            return 1.0 if j >= n else 0.0
+        return min(1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                                     + i * math.log(p) + (n - i) * math.log1p(-p)) for i in range(j + 1)))
+
+    def solve(j: int, target: float) -> float:  # the p where P(X ≤ j) falls to target (it falls as p grows)
+        lo, hi = 0.0, 1.0
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if at_most(j, mid) > target else (lo, mid)
+        return (lo + hi) / 2
+
+    lower = 0.0 if k == 0 else solve(k - 1, 1 - tail)  # P(X ≥ k) = tail
+    upper = 1.0 if k == n else solve(k, tail)           # P(X ≤ k) = tail
+    return lower, upper
+
+
+def share_text(k: int, n: int) -> str:
+    """A share and its exact 95% interval, e.g. "50% (95% CI 1–99%)": on a few prompts a share can only
+    take a few values, and the interval says how little it pins down."""
+    lower, upper = clopper_pearson(k, n)
+    return f"{100 * k / n:.0f}% (95% CI {100 * lower:.0f}–{100 * upper:.0f}%)" if n else "0%"
 
 
 def summarise(groups: list[PromptGroup], *, stage: str, start_model: str, max_completion_length: int,
@@ -140,9 +191,21 @@ def _round_up(value: float, step: int = 64) -> int:
     return int(math.ceil(value / step) * step)
 
 
+def _prompts(check: SignalCheck, share: float) -> str:
+    return share_text(round(share * check.n_prompts), check.n_prompts)
+
+
+def _completions(check: SignalCheck, share: float) -> str:
+    """A share of completions and its interval (which takes the completions as independent; those of one prompt
+    are alike, so the true uncertainty is wider)."""
+    n = check.n_prompts * check.num_generations
+    return share_text(round(share * n), n)
+
+
 def advise(check: SignalCheck, *, truncation_warn_fraction: float, learning_rate: float, max_prompt_length: int,
-           max_seq_length: int) -> list[Problem]:
-    """Each problem the check shows, with its fix and the number to use."""
+           max_seq_length: int, select: str = "random") -> list[Problem]:
+    """Each problem the check shows, with its fix and the number to use. select: data.target.select (a fix
+    already in place is not offered)."""
     problems = []
     cap, g = check.max_completion_length, check.num_generations
     if check.truncated_share > truncation_warn_fraction:
@@ -153,26 +216,32 @@ def advise(check: SignalCheck, *, truncation_warn_fraction: float, learning_rate
                f" and model.max_seq_length to {max_prompt_length + new_cap} (rlvr.max_prompt_length + the cap)")
         problems.append(Problem(
             "truncation",
-            f"{100 * check.truncated_share:.0f}% of completions hit rlvr.max_completion_length={cap} (their answers "
-            f"and rewards are lost; 90th-percentile length {p90} tokens)",
+            f"{_completions(check, check.truncated_share)} of completions hit rlvr.max_completion_length={cap} (their "
+            f"answers and rewards are lost; 90th-percentile length {p90} tokens)",
             f"set rlvr.max_completion_length to {new_cap}{seq}, above the 90th-percentile length, and check again"))
     if check.no_signal_share > NO_SIGNAL_WARN_SHARE:
         too_easy = check.all_right_share > check.all_wrong_share
-        fixes = [("harder examples" if too_easy else "examples the start model sometimes solves")
-                 + f" (data.target.select: informative; pass@{g} was {100 * check.pass_at_g:.0f}%)"]
-        # Only for a model that solves something: the estimate for a never-solved prompt rests on the smoothing.
+        wanted = "harder examples" if too_easy else "examples the start model sometimes solves"
+        if select == "informative":  # already on: it kept all the sometimes-solved prompts the pool had
+            fixes = [f"{wanted} (data.target.select is informative already: more candidates, data.target.select_pool, "
+                     "or other data)"]
+        else:
+            fixes = [f"{wanted} (data.target.select: informative; pass@{g} was {_prompts(check, check.pass_at_g)})"]
+        # Counted in right answers at both ends: the estimate is of groups holding a right and a wrong completion.
         right = [round(rate * g) for rate in check.pass_rates.values()]
-        now, more = 1 - check.no_signal_share, expected_signal_share(right, g, 2 * g)
-        if check.pass_at_g > 0 and more >= now + 0.1:
+        now = 1 - check.all_right_share - check.all_wrong_share
+        more = expected_signal_share(right, g, 2 * g)
+        if more >= now + 0.1:
             fixes.append(f"more generations (rlvr.num_generations {g} → {2 * g}: about {100 * more:.0f}% of groups "
-                         f"would have a reward difference, against {100 * now:.0f}% measured at {g}, estimated "
-                         "from the measured pass rates)")
+                         f"would hold a right and a wrong completion, against {100 * now:.0f}% measured at {g}, "
+                         "estimated from the pass rates of all prompts pooled)")
         fixes.append(f"a higher temperature (rlvr.temperature {check.temperature:g} → "
                      f"{min(round(check.temperature + 0.3, 2), 1.2):g})")
         problems.append(Problem(
             "too_easy" if too_easy else "no_signal",
-            f"{100 * check.no_signal_share:.0f}% of prompts have no reward difference among their {g} completions "
-            f"({100 * check.all_wrong_share:.0f}% all wrong, {100 * check.all_right_share:.0f}% all right), and GRPO "
+            f"{_prompts(check, check.no_signal_share)} of prompts have no reward difference among their {g} "
+            f"completions ({100 * check.all_wrong_share:.0f}% all wrong, {100 * check.all_right_share:.0f}% all "
+            "right), and GRPO "
             f"learns nothing from {'any' if check.no_signal_share == 1 else 'those'}",
             "use " + "; or ".join(fixes)))
     needed = PAPER_FULL_FT_LEARNING_RATE * LORA_LEARNING_RATE_FACTOR
@@ -200,11 +269,13 @@ def summary_lines(check: SignalCheck) -> list[str]:
     lines = [
         f"{check.stage} signal check: {check.n_prompts} prompts × {check.num_generations} completions from "
         f"{check.start_model} (temperature {check.temperature:g}, cap {check.max_completion_length} tokens)",
-        f"  pass rate {100 * check.mean_pass_rate:.0f}% per completion, pass@{check.num_generations} "
-        f"{100 * check.pass_at_g:.0f}%; groups all right {100 * check.all_right_share:.0f}%, all wrong "
-        f"{100 * check.all_wrong_share:.0f}%, without a reward difference {100 * check.no_signal_share:.0f}%",
+        f"  pass rate {_completions(check, check.mean_pass_rate)} per completion, pass@{check.num_generations} "
+        f"{_prompts(check, check.pass_at_g)}",
+        f"  groups all right {_prompts(check, check.all_right_share)}, all wrong "
+        f"{_prompts(check, check.all_wrong_share)}, without a reward difference "
+        f"{_prompts(check, check.no_signal_share)}",
         f"  length p50 {lp.get('p50', 0)}, p90 {lp.get('p90', 0)}, max {lp.get('max', 0)} tokens; "
-        f"{100 * check.truncated_share:.0f}% hit the cap",
+        f"{_completions(check, check.truncated_share)} hit the cap",
     ]
     if check.sampling_seconds_per_step is not None and check.tokens_per_second is not None:
         lines.append(f"  sampling one GRPO step ({check.rows_per_step} completions): "

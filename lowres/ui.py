@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import time
 
 from rich.console import Console
 from rich.progress import (
@@ -11,12 +11,49 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.text import Text
 
-console = Console(highlight=False)
+# Output that is not a terminal (a pipe, a file, a stage's log) gets a progress line at each tenth of the
+# way and at least this often between them, instead of a live bar.
+PLAIN_EVERY_SECONDS = 30.0
+
+
+class _Console(Console):
+    def live(self) -> bool:
+        """Whether a live display can redraw here: a terminal that is not dumb, or Jupyter. Elsewhere rich draws
+        a live bar only once, when it stops, and a spinner never."""
+        return self.is_jupyter or (self.is_terminal and not self.is_dumb_terminal)
+
+    def status(self, status, **kwargs):
+        """A spinner with `status` on a terminal; elsewhere `status` as one plain line."""
+        if self.live():
+            return super().status(status, **kwargs)
+        self.print(status, soft_wrap=True)
+        return _PlainStatus(self)
+
+
+class _PlainStatus:
+    """What `console.status` gives where nothing redraws: a context that prints an update as a line."""
+
+    def __init__(self, owner: Console):
+        self.owner = owner
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, status=None, **kwargs) -> None:
+        if status is not None:
+            self.owner.print(status, soft_wrap=True)
+
+
+console = _Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -44,8 +81,10 @@ def progress(*extra_columns, transient: bool = False, eta_field: bool = False) -
     """A progress bar: spinner, description, bar, n/total, elapsed, ETA, plus `extra_columns`.
 
     eta_field: show the task's `eta` field (the caller's own estimate, e.g. from steps done in this run when it
-    resumed from a checkpoint) instead of the mean time per item since the bar began."""
-    return Progress(
+    resumed from a checkpoint) instead of the mean time per item since the bar began.
+
+    Where the output is not a terminal the same columns print as plain lines instead (PlainProgress)."""
+    return (Progress if console.live() else PlainProgress)(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -56,8 +95,61 @@ def progress(*extra_columns, transient: bool = False, eta_field: bool = False) -
         *extra_columns,
         console=console,
         transient=transient,
-        disable=not sys.stdout.isatty() and console.is_dumb_terminal,
     )
+
+
+class PlainProgress(Progress):
+    """A progress bar for output that is not a terminal: its text columns as one plain line when a task is added,
+    at each tenth of its total, at least every PLAIN_EVERY_SECONDS between (when it moved), and at the end. Tasks
+    added with visible=False print nothing."""
+
+    def __init__(self, *columns, **kwargs):
+        super().__init__(*columns, **{**kwargs, "disable": True})  # no live display: it would draw only at the end
+        self._said: dict[TaskID, tuple[float, float]] = {}  # per task: (completed, time) at its last line
+
+    def add_task(self, *args, **kwargs) -> TaskID:
+        task_id = super().add_task(*args, **kwargs)
+        self._say(task_id, force=True)
+        return task_id
+
+    def update(self, task_id: TaskID, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        self._say(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._say(task_id)
+
+    def stop(self) -> None:
+        for task_id, task in list(self._tasks.items()):
+            if self._said.get(task_id, (None,))[0] != task.completed:
+                self._say(task_id, force=True)
+        super().stop()
+
+    def line(self, task_id: TaskID) -> str:
+        """The task's columns as text, without the spinner and the bar."""
+        task = self._tasks[task_id]
+        parts = [column.render(task) for column in self.columns
+                 if not isinstance(column, (SpinnerColumn, BarColumn))]
+        texts = [(part.plain if isinstance(part, Text) else str(part)).strip() for part in parts]
+        return " ".join(text for text in texts if text)
+
+    def _say(self, task_id: TaskID, force: bool = False) -> None:
+        with self._lock:
+            task = self._tasks[task_id]
+            if not task.visible:
+                return
+            now = time.monotonic()
+            last = self._said.get(task_id)
+            if not force:
+                if last is None or last[0] == task.completed:
+                    return
+                tenth = task.total / 10 if task.total else None
+                crossed = tenth is not None and int(task.completed // tenth) > int(last[0] // tenth)
+                if not crossed and now - last[1] < PLAIN_EVERY_SECONDS:
+                    return
+            self._said[task_id] = (task.completed, now)
+            self.console.print(self.line(task_id), markup=False, highlight=False, soft_wrap=True)
 
 
 def counted(count: int, noun: str) -> str:

@@ -63,6 +63,17 @@ def test_validate_good_and_bad(runner, tmp_path):
     assert overridden.exit_code == 2 and "--set rlvr.temperature=-1: must be > 0.0" in overridden.output
 
 
+@pytest.mark.parametrize("command", [["validate", "demo"], ["run", "demo"]])
+@pytest.mark.parametrize("setting", ["name=" + "a" * 300, "output.dir=" + "d" * 300 + "/runs"])
+def test_a_name_too_long_for_the_file_system_is_one_line_exit_2(runner, tmp_path, monkeypatch, command, setting):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, [*command, "--set", setting])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert "shorter name" in line or "too long for the file system; shorten it" in line
+
+
 def test_unknown_recipe_is_exit_2(runner):
     result = runner.invoke(cli, ["run", "no-such-recipe", "--dry-run"])
     assert result.exit_code == 2

@@ -72,6 +72,24 @@ def write_metrics(stage_dir, steps):
         artifacts.append_jsonl(stage_dir / "metrics.jsonl", {"stage": "warmup", "step": step, "loss": 1.0 / step})
 
 
+def test_an_interruption_says_whether_it_left_a_checkpoint_to_resume(tmp_path):
+    stage = tmp_path / "rlvr"
+    before = ("interrupted during rlvr before it saved a checkpoint: the same command starts rlvr over (save_steps "
+              "sets how often it saves)")
+    assert resume.interrupted_message("rlvr", stage) == before  # stopped while loading: no folder yet
+    resume.prepare_resume(stage, "rlvr", "fp1")  # as the stage's start marks checkpoints/
+    assert resume.interrupted_message("rlvr", stage) == before
+    make_checkpoint(stage / "checkpoints", 2)
+    make_checkpoint(stage / "checkpoints", 4, torn="optimizer.pt")  # the save that Ctrl-C cut short
+    assert resume.interrupted_message("rlvr", stage) == ("interrupted during rlvr; its last checkpoint (checkpoint-2) "
+                                                         "is kept: run the same command again to resume from it")
+    assert resume.prepare_resume(stage, "rlvr", "fp1").endswith("checkpoint-2")  # what the rerun does
+    resume.mark_finished(stage)  # a finished run's checkpoints are set aside, not resumed
+    assert resume.interrupted_message("rlvr", stage) == before
+    assert resume.interrupted_message("eval", None) == ("interrupted during eval: run the same command again; the "
+                                                        "stages that finished are skipped")
+
+
 def test_resume_takes_the_newest_complete_checkpoint_of_the_same_run(tmp_path, capsys):
     stage = tmp_path / "warmup"
     resume.prepare_resume(stage, "warmup", "fp1")  # a fresh stage: marked, nothing to resume

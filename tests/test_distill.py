@@ -93,6 +93,24 @@ def test_bad_keep_policy(tmp_path, rows):
         distill(rows, get_task("kk"), CannedTeacher(), tmp_path / "t.jsonl", keep="best")
 
 
+def test_a_teacher_that_cannot_be_reached_leaves_no_traces_file_and_no_done_marker(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from lowres.cli import cli
+
+    with socket.socket() as free:  # a port on this machine that nothing listens on: the connection is refused
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    out = tmp_path / "traces.jsonl"
+    result = CliRunner().invoke(cli, ["distill", "--api-base", f"http://127.0.0.1:{port}/v1", "--model", "m",
+                                      "-n", "2", "-k", "1", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach the teacher endpoint http://127.0.0.1:{port}/v1/chat/completions" in result.output
+    assert sorted(tmp_path.iterdir()) == []  # no empty traces file, no traces.jsonl.done to resume from
+
+
 @pytest.mark.slow
 def test_real_hf_teacher_on_two_puzzles(tmp_path, rows):
     teacher = HFTeacher("embedded:smollm2-135m", batch_size=4)

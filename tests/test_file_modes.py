@@ -83,3 +83,34 @@ def test_the_converted_embedded_model_follows_the_umask(tmp_path, umask, monkeyp
     assert mode(dest) == folder_mode
     assert {p.name: mode(p) for p in dest.iterdir()} == {"Model.safetensors": file_mode,
                                                           "Tokenizer.safetensors": file_mode}
+
+
+def test_trainer_checkpoints_follow_the_umask(tmp_path, umask):
+    """A stage's checkpoints (runs/<name>/<stage>/checkpoints/checkpoint-N): safetensors writes the weights
+    owner-only; the callback every lowres trainer gets (stage_callbacks) gives them the umask's modes."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from lowres.train.common import stage_callbacks
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(2))
+
+        def forward(self, x, labels=None):
+            return {"loss": ((self.weight * x).sum(-1) - labels).pow(2).mean()}
+
+    rows = [{"x": torch.ones(2), "labels": torch.tensor(1.0)}] * 4
+    out = tmp_path / "checkpoints"
+    args = TrainingArguments(str(out), max_steps=2, save_steps=1, per_device_train_batch_size=2, report_to="none",
+                             use_cpu=True, disable_tqdm=True, logging_steps=1)
+    trainer = Trainer(model=Tiny(), args=args, train_dataset=rows)
+    stage_callbacks(trainer)
+    trainer.train()
+    file_mode, folder_mode = umask
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] == ["checkpoint-1", "checkpoint-2"]
+    assert any(p.suffix == ".safetensors" for p in checkpoints[0].iterdir())  # the file safetensors makes 0600
+    modes = {p: mode(p) for c in checkpoints for p in [c, *c.rglob("*")]}
+    assert modes == {p: folder_mode if p.is_dir() else file_mode for p in modes}

@@ -84,17 +84,22 @@ time.sleep(60)
     assert time.time() - started < 15
 
 
-def test_cli_says_how_to_resume_after_an_interrupted_stage(monkeypatch, tmp_path):
+def test_cli_says_what_an_interrupted_stage_left(monkeypatch, tmp_path):
+    """The demo's warmup saves only at its last step: stopped before it, the rerun starts it over, and the line
+    says so (the checkpoint a stage did save is named: tests/test_crash_safety.py)."""
     from lowres import pipeline
 
-    def interrupted(recipe, force=()):
-        raise StageFailed("warmup", INTERRUPTED, None)
+    def interrupted(name, args, processes=1, folder=None):  # as run_stage ends on a Ctrl-C, with the folder given
+        raise StageFailed(name, INTERRUPTED, None, folder=folder)
 
-    monkeypatch.setattr(pipeline, "run_recipe", interrupted)
+    monkeypatch.setattr(pipeline, "run_stage", interrupted)
     monkeypatch.chdir(tmp_path)  # the run folder (and its lock) goes to runs/demo there
     result = CliRunner().invoke(cli, ["run", "demo"])
     assert result.exit_code == INTERRUPTED
-    assert "interrupted during warmup" in result.output and "again to resume" in result.output
+    assert result.output.strip().splitlines()[-1] == ("error: interrupted during warmup before it saved a checkpoint: "
+                                                      "the same command starts warmup over (save_steps sets how often "
+                                                      "it saves)")
+    assert "last checkpoint" not in result.output
 
 
 @pytest.mark.slow
@@ -182,5 +187,5 @@ def test_the_lowres_program_still_ends_a_ctrl_c_in_one_line(monkeypatch, tmp_pat
     with pytest.raises(SystemExit) as ended:
         lowres.cli.main()
     assert ended.value.code == INTERRUPTED
-    assert capsys.readouterr().err.strip() == ("error: interrupted; the last checkpoint is kept: run the same "
-                                               "command again to resume")
+    assert capsys.readouterr().err.strip() == ("error: interrupted during warmup before it saved a checkpoint: the "
+                                               "same command starts warmup over (save_steps sets how often it saves)")

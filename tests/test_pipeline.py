@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,67 @@ def test_force_shows_in_the_plan(tmp_path):
     assert "4 completions (8 per device × 1 accumulation step); signal check first (warn) (--force: runs again)" in plan
 
 
+@pytest.mark.parametrize("seeds, said", [
+    ("[]", "GRPO seed 7 (seeds: [], so each RLVR arm runs once, with seed)"),
+    ("[1, 2]", "GRPO seeds 1, 2: each RLVR arm runs once per seed"),
+])
+def test_the_plan_says_what_seeds_means(tmp_path, seeds, said):
+    result = CliRunner().invoke(cli, ["run", "demo", "--dry-run", "--set", "seed=7", "--set", f"seeds={seeds}",
+                                      "--set", f"output.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    assert said in " ".join(result.output.split("name: demo")[0].split())  # the caption, unwrapped
+
+
+def test_the_plan_says_a_select_pool_larger_than_the_data_is_capped(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "demo", "--dry-run", "--set", "data.target.select=informative",
+                                      "--set", "data.target.select_pool=100000000", "--set", f"output.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    plan = " ".join(re.sub("[│┃]", " ", result.output.split("name: demo")[0]).split())
+    shown = re.search(r"informative selection from (\d+) candidates", plan)
+    assert shown and int(shown[1]) < 100000000
+    assert (f"rlvr: data.target.select_pool is 100000000, but the training rows hold {shown[1]} (after leaving out "
+            f"the evaluation's questions): the informative selection samples those {shown[1]}") in plan
+
+
+def test_a_dry_run_counts_the_training_rows_later_when_the_data_is_not_on_this_machine(tmp_path, monkeypatch):
+    # Issue 34: online without a local copy of the data, the plan loaded the task's data from the Hub to count the
+    # rows (and again for the informative selection): 30 s of retries when offline, then an error.
+    import datasets
+    import huggingface_hub
+
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "LOWRES_DATA_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # as a process started online reads it
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))  # nothing prepared in it
+    monkeypatch.setenv("COLUMNS", "1000")  # the plan's cells unwrapped
+    calls = []
+
+    def the_hub(*args, **kwargs):  # what would reach the network: recorded, and fails at once
+        calls.append(args)
+        raise ConnectionError("no network in the tests")
+
+    monkeypatch.setattr(datasets, "load_dataset", the_hub)
+    for select in ("random", "informative"):
+        started = time.monotonic()
+        result = CliRunner().invoke(cli, ["run", "qwen2.5-0.5b-math", "--dry-run", "--set", f"output.dir={tmp_path}",
+                                          "--set", f"data.target.select={select}"])
+        assert result.exit_code == 0, result.output
+        assert calls == [] and time.monotonic() - started < 20
+        plan = " ".join(re.sub("[│┃]", " ", result.output.split("name: qwen2.5-0.5b-math")[0]).split())
+        assert "GRPO on 100 math examples (as configured: counted when the stage runs) from the warmup model" in plan
+        assert ("rlvr: math test (HuggingFaceH4/MATH-500) is not on this machine yet (not under $LOWRES_DATA_DIR, "
+                f"not in the datasets cache {tmp_path / 'datasets'}), so the training rows are counted when the stage "
+                "runs (which downloads them); the plan shows data.target.n_examples (100)") in plan
+    assert "informative selection from 200 candidates" in plan  # the configured pool: 2 × n_examples
+    # Data on this machine is still counted: the demo's puzzles are made here.
+    result = CliRunner().invoke(cli, ["run", "--dry-run", "--set", f"output.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    plan = " ".join(re.sub("[│┃]", " ", result.output.split("name: demo")[0]).split())
+    assert "GRPO on 64 kk_easy examples from the warmup model" in plan and "counted when" not in plan
+    assert calls == []
+
+
 def test_fingerprints_follow_file_contents_not_paths(tmp_path, monkeypatch):
     from lowres.fingerprint import stage_fingerprints
 
@@ -175,7 +237,7 @@ def fake_stages(calls: list, moved: set[str] = frozenset()):
 
     from lowres.evaluate import EvalResult
 
-    def run_stage(stage, args, processes=1):
+    def run_stage(stage, args, processes=1, folder=None):
         calls.append(stage)
         out = Path(args[args.index("--out") + 1])
         out.mkdir(parents=True, exist_ok=True)

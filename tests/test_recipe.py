@@ -207,6 +207,28 @@ def test_an_empty_run_name_is_refused(tmp_path):
         load_recipe(write(tmp_path, 'name: ""\nmodel: {name_or_path: embedded:smollm2-135m}\n'))
 
 
+def test_a_run_name_longer_than_a_folder_name_can_be_is_refused(tmp_path):
+    assert load_recipe(write(tmp_path, MINIMAL), ["name=" + "a" * 255]).name == "a" * 255
+    with pytest.raises(RecipeError, match=r"--set name=a+: the run's folder name is 300 bytes; file systems allow at "
+                                          r"most 255: give a shorter name"):
+        load_recipe(write(tmp_path, MINIMAL), ["name=" + "a" * 300])
+    with pytest.raises(RecipeError, match="is 256 bytes"):  # counted in bytes, as file systems count: é is 2
+        load_recipe(write(tmp_path, MINIMAL), ["name=" + "é" * 128])
+
+
+@pytest.mark.parametrize("setting, where, value", [
+    ("seed=-1", "seed", -1), ("seeds=[-1]", "seeds[0]", -1), ("seeds=[3, 4294967296]", "seeds[1]", 4294967296),
+])
+def test_a_seed_numpy_and_torch_refuse_is_refused(tmp_path, setting, where, value):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, MINIMAL), [setting])
+    assert str(e.value) == (f"--set {setting}: a seed must be in 0..4294967295 (numpy and torch refuse others), "
+                            f"got {value}")
+    assert e.value.where == where
+    recipe = load_recipe(write(tmp_path, MINIMAL), ["seed=0", "seeds=[4294967295]"])  # the ends are fine
+    assert recipe.seeds == [4294967295]
+
+
 @pytest.mark.parametrize("overrides, expected", [
     (["warmup.max_steps=1"], "--set warmup.max_steps=1: 1 step with warmup_ratio 0.05 (lr_scheduler_type cosine) "
                              "trains at learning rate 0: the warmup takes ceil(0.05 × 1) = 1 step and starts from 0, "

@@ -9,7 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 from lowres.recipe import bundled_recipes, load_recipe
-from lowres.signal_check import PromptGroup, advise, expected_signal_share, select_informative, summarise
+from lowres.signal_check import (
+    PromptGroup,
+    advise,
+    expected_signal_share,
+    select_informative,
+    summarise,
+    summary_lines,
+)
 from lowres.tasks.base import Score, r1_messages
 
 G = 4
@@ -88,38 +95,77 @@ def test_the_checks_statistics_on_a_stub_model_with_known_pass_rates(stub_recipe
     assert data["batches"] == 2  # 16 completions in batches of one GRPO step's 8 rows
     assert [p.kind for p in check.problems] == ["truncation"]  # half the groups have a signal: not a problem
     truncation = check.problems[0]
-    assert truncation.message.startswith("56% of completions hit rlvr.max_completion_length=40")
+    assert truncation.message.startswith("56% (95% CI 30–80%) of completions hit rlvr.max_completion_length=40")
     assert truncation.fix.startswith("set rlvr.max_completion_length to 128")  # 2 × 40, rounded up to 64s
 
 
+def group_of(i: int, right: int, g: int = G) -> PromptGroup:
+    return PromptGroup(f"q{i}", [j < right for j in range(g)], [float(j < right) for j in range(g)], [10] * g,
+                       [False] * g)
+
+
+def check_and_advice(right_per_prompt: list[int], g: int = G, select: str = "random", learning_rate: float = 5e-5):
+    check = summarise([group_of(i, k, g) for i, k in enumerate(right_per_prompt)], stage="rlvr", start_model="stub",
+                      max_completion_length=CAP, temperature=0.7, rows_per_step=8)
+    return check, advise(check, truncation_warn_fraction=0.5, learning_rate=learning_rate, max_prompt_length=384,
+                         max_seq_length=1024, select=select)
+
+
 def test_no_signal_names_more_generations_with_the_expected_share():
-    """Smoothed pass rates: 0 of 4 → 0.1, 1 of 4 → 0.3. At 4 generations a group holds a right and a wrong one
-    with 1 − p⁴ − (1−p)⁴: 0.3438 and 0.7518; at 8: 0.5695 and 0.9423. Three unsolved prompts and one solved once:
-    (3·0.3438 + 0.7518)/4 = 45%, (3·0.5695 + 0.9423)/4 = 66%."""
-    assert expected_signal_share([0, 0, 0, 1], 4, 4) == pytest.approx(0.4458, abs=1e-4)
-    assert expected_signal_share([0, 0, 0, 1], 4, 8) == pytest.approx(0.6627, abs=1e-4)
-    groups = [PromptGroup(f"q{i}", [k > j for j in range(G)], [float(k > j) for j in range(G)], [10] * G, [False] * G)
-              for i, k in enumerate([0, 0, 0, 1])]
-    check = summarise(groups, stage="rlvr", start_model="stub", max_completion_length=CAP, temperature=0.7,
-                      rows_per_step=8)
-    problems = advise(check, truncation_warn_fraction=0.5, learning_rate=5e-6, max_prompt_length=384,
-                      max_seq_length=1024)
+    """Pooled pass rates: [0, 0, 0, 1] of 4 scatter less than binomial noise alone would, so every prompt is taken
+    to have the pooled rate 1/16, and a group of 8 holds a right and a wrong one with 1 − (15/16)⁸ − (1/16)⁸ = 40%
+    (against 25% measured at 4)."""
+    assert expected_signal_share([0, 0, 0, 1], 4, 8) == pytest.approx(1 - (15 / 16) ** 8 - (1 / 16) ** 8, abs=1e-4)
+    check, problems = check_and_advice([0, 0, 0, 1], learning_rate=5e-6)
     assert [p.kind for p in problems] == ["no_signal", "learning_rate"]
     no_signal = problems[0]
-    assert no_signal.message.startswith("75% of prompts have no reward difference among their 4 completions "
-                                        "(75% all wrong, 0% all right)")
-    assert ("examples the start model sometimes solves (data.target.select: informative; pass@4 was 25%)"
-            in no_signal.fix)
-    assert ("rlvr.num_generations 4 → 8: about 66% of groups would have a reward difference, against 25% measured "
-            "at 4") in no_signal.fix
-    # A model that solved nothing gets no such estimate: it would rest on the smoothing alone
-    never = summarise([PromptGroup(f"q{i}", [False] * G, [0.0] * G, [10] * G, [False] * G) for i in range(4)],
-                      stage="rlvr", start_model="stub", max_completion_length=CAP, temperature=0.7, rows_per_step=8)
-    fix = advise(never, truncation_warn_fraction=0.5, learning_rate=5e-5, max_prompt_length=384,
-                 max_seq_length=1024)[0].fix
-    assert "num_generations" not in fix and "examples the start model sometimes solves" in fix
+    assert no_signal.message.startswith("75% (95% CI 19–99%) of prompts have no reward difference among their 4 "
+                                        "completions (75% all wrong, 0% all right)")
+    assert ("examples the start model sometimes solves (data.target.select: informative; pass@4 was 25% (95% CI "
+            "1–81%))" in no_signal.fix)
+    assert ("rlvr.num_generations 4 → 8: about 40% of groups would hold a right and a wrong completion, against 25% "
+            "measured at 4") in no_signal.fix
     assert "rlvr.temperature 0.7 → 1" in no_signal.fix
     assert problems[1].fix == "set rlvr.learning_rate to at least 1e-05"
+
+
+@pytest.mark.parametrize("right_per_prompt, g", [
+    ([2, 2], 2),                     # every answer right: nothing says a prompt would fail with more tries
+    ([0] * 8, 4),                    # none right
+    ([1, 0, 0, 0, 0, 0, 0, 0], 4),   # 1 of 8 prompts ever solved: the other 7 are expected to stay unsolved
+])
+def test_more_generations_are_promised_only_where_the_measurements_show_it(right_per_prompt, g):
+    check, problems = check_and_advice(right_per_prompt, g)
+    assert problems and "num_generations" not in problems[0].fix
+    assert expected_signal_share(right_per_prompt, g, 2 * g) < 1 - check.all_right_share - check.all_wrong_share + 0.1
+
+
+def test_the_pooled_estimate_at_its_ends():
+    assert expected_signal_share([2, 2], 2, 4) == 0.0 and expected_signal_share([0] * 8, 4, 8) == 0.0
+    assert expected_signal_share([1] + [0] * 7, 4, 8) == pytest.approx(0.224, abs=1e-3)  # 12.5% measured at 4
+
+
+def test_informative_selection_is_not_advised_when_it_is_on():
+    _, problems = check_and_advice([0, 0, 0, 1], select="informative")
+    assert "data.target.select: informative" not in problems[0].fix
+    assert "data.target.select is informative already: more candidates, data.target.select_pool, or other data" in \
+        problems[0].fix
+
+
+def test_every_share_the_check_prints_has_its_exact_interval():
+    """On 2 prompts a share can only be 0, 50 or 100%; the Clopper-Pearson interval says how little that pins
+    down (1 of 2: 1.3–98.7%, 0 of 10: 0–30.8%, the textbook values)."""
+    from lowres.signal_check import clopper_pearson
+
+    assert clopper_pearson(1, 2) == pytest.approx((0.0126, 0.9874), abs=1e-4)
+    assert clopper_pearson(0, 10) == pytest.approx((0.0, 0.3085), abs=1e-4)
+    assert clopper_pearson(5, 10) == pytest.approx((0.1871, 0.8129), abs=1e-4)
+    check, _ = check_and_advice([1, 2], 2)
+    lines = summary_lines(check)
+    assert lines[1] == "  pass rate 75% (95% CI 19–99%) per completion, pass@2 100% (95% CI 16–100%)"
+    assert lines[2] == ("  groups all right 50% (95% CI 1–99%), all wrong 0% (95% CI 0–84%), without a reward "
+                        "difference 50% (95% CI 1–99%)")
+    assert lines[3].endswith("; 0% (95% CI 0–60%) hit the cap")
 
 
 def test_informative_selection_keeps_the_sometimes_solved_first_then_fills():
@@ -182,7 +228,7 @@ def test_a_kk_recipe_with_a_32_token_cap_is_refused_before_training(tmp_path):
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1, done.stderr[-2000:]
-    assert "% of completions hit rlvr.max_completion_length=32" in error[0]
+    assert "of completions hit rlvr.max_completion_length=32" in error[0]
     assert "set rlvr.max_completion_length to 64" in error[0] and "rlvr.signal_check: warn" in error[0]
     run = tmp_path / "demo" / "rlvr"
     check = json.loads((run / "signal_check.json").read_text())
@@ -196,6 +242,19 @@ def test_lowres_check_needs_the_merged_model_or_says_what_to_do(tmp_path):
     result = CliRunner().invoke(cli, ["check", "demo", "--set", f"output.dir={tmp_path}"])
     assert result.exit_code == 2
     assert "no merged warmup model here; run the warmup and merge stages first" in result.output
+
+
+def test_lowres_check_refuses_a_recipe_without_an_rlvr_stage(tmp_path):
+    from lowres.cli import cli
+
+    result = CliRunner().invoke(cli, ["check", "demo", "--set", "stages=[warmup, merge, eval]",
+                                      "--set", f"output.dir={tmp_path}"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.endswith("demo.yaml: stages: rlvr is not one of this recipe's stages (warmup, merge, eval), so "
+                         "there is no GRPO run to check; add rlvr to stages with the rlvr: and data.target: settings "
+                         "you want")
+    assert not (tmp_path / "demo").exists()  # nothing sampled, nothing written
 
 
 # ---------------------------------------------------------------- the control's reward

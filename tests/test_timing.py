@@ -91,7 +91,7 @@ def test_the_estimate_is_printed_before_the_first_stage_and_skips_what_is_done(t
     monkeypatch.setattr(lowres.bench, "matmul_gflops", lambda: HALF_AS_FAST)
     seen_before_first_stage = []
 
-    def run_stage(stage, args, processes=1):
+    def run_stage(stage, args, processes=1, folder=None):
         if not seen_before_first_stage:
             seen_before_first_stage.append(capsys.readouterr().out)
         Path(args[args.index("--out") + 1]).mkdir(parents=True, exist_ok=True)

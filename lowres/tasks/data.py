@@ -12,8 +12,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,76 @@ class HubSource:
     name: str
     split: str
     config: str | None = None
+
+
+class DataNotLocal(UserError):
+    """Inside `local_only()`: rows that only the network could give (a Hub dataset not in the datasets cache)."""
+
+
+_local_only = False
+
+
+@contextmanager
+def local_only() -> Iterator[None]:
+    """Within it, rows come only from this machine: files, $LOWRES_DATA_DIR, and Hub datasets already in the
+    datasets cache (read in offline mode); any other Hub dataset raises DataNotLocal at once, so a caller that
+    only counts rows (the plan of `lowres run --dry-run`) never waits on the network."""
+    global _local_only
+    before, _local_only = _local_only, True
+    try:
+        yield
+    finally:
+        _local_only = before
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """datasets and huggingface_hub in offline mode (they read HF_HUB_OFFLINE at import, so their flags are set)."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def datasets_cache() -> Path:
+    """Where `datasets` keeps the datasets it has prepared (its HF_DATASETS_CACHE, as it reads it at import)."""
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return Path(home).expanduser() / "datasets"
+
+
+def hub_dataset_cached(name: str, config: str | None) -> bool:
+    """Whether `datasets.load_dataset(name, config)` can be answered offline: a dataset it prepared before
+    (<HF_DATASETS_CACHE>/<namespace>___<name in snake case>/<config>/<version>/<hash>/, the folders its
+    offline fallback looks in). A Hub snapshot alone is not enough: offline, datasets does not read it."""
+    parts = name.split("/")
+    last = re.sub(r"([a-z\d])([A-Z])", r"\1_\2", re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", parts[-1])).lower()
+    root = datasets_cache() / "___".join([*parts[:-1], last])
+    return any(p.is_dir() for p in root.glob(f"{config or '*'}/*/*"))
+
+
+def load_hub_dataset(name: str, config: str | None, split: str, what: str) -> list[dict[str, Any]]:
+    """The rows of `datasets.load_dataset(name, config, split=split)` (`name` may be a local folder). Inside
+    `local_only()`: only from a local folder or the datasets cache, else DataNotLocal naming `what`."""
+    import datasets
+
+    if not _local_only:
+        return [dict(row) for row in datasets.load_dataset(name, config, split=split)]
+    if not Path(name).expanduser().is_dir() and not hub_dataset_cached(name, config):
+        raise DataNotLocal(f"{what} ({name}) is not on this machine yet (not under ${DATA_DIR_ENV}, not in the "
+                           f"datasets cache {datasets_cache()})")
+    try:
+        with _hub_offline():
+            return [dict(row) for row in datasets.load_dataset(name, config, split=split)]
+    except Exception as exc:  # e.g. another config or split cached: it would be downloaded
+        raise DataNotLocal(f"{what} ({name}, split {split}) is not on this machine yet (the datasets cache "
+                           f"{datasets_cache()} cannot give it offline: {type(exc).__name__})") from None
 
 
 def data_dir() -> Path | None:
@@ -256,18 +328,19 @@ def local_hint(local: Sequence[str]) -> str:
 
 def _load_hub(hub: HubSource, what: str, local: Sequence[str]) -> list[dict[str, Any]]:
     try:
-        import datasets
+        import datasets  # noqa: F401 (whether it is installed, for a message naming the package)
     except ImportError as exc:
         raise UserError(f"loading {what} from the Hub needs the `datasets` package: pip install datasets") from exc
     try:
-        dataset = datasets.load_dataset(hub.name, hub.config, split=hub.split)
+        return load_hub_dataset(hub.name, hub.config, hub.split, what)
+    except DataNotLocal:
+        raise
     except Exception as exc:  # offline, gated, renamed: the user can fix it with a local copy
         raise UserError(
             f"could not load {what} from the Hugging Face Hub ({hub.name}, split {hub.split}): "
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}; "
             f"{local_hint(local)}"
         ) from exc
-    return [dict(row) for row in dataset]
 
 
 def local_candidates(folder: str, stem: str) -> list[str]:

@@ -40,7 +40,7 @@ from lowres.errors import RecipeError, UserError
 from lowres.fields import REQUIRED, setting
 from lowres.tasks.answers import answer_tag, last_boxed, last_number, parse_number
 from lowres.tasks.base import DEFAULT_REWARDS, R1_SYSTEM, RewardValues, Score
-from lowres.tasks.data import SUFFIXES, read_rows_with_lines, require_columns
+from lowres.tasks.data import SUFFIXES, DataNotLocal, load_hub_dataset, read_rows_with_lines, require_columns
 
 HF_PREFIX = "hf:"
 # The seed of the train/test partition when the test split is derived from train: fixed, so the
@@ -72,6 +72,24 @@ def normalize_exact(text: Any) -> str:
     s = unicodedata.normalize("NFKC", str(text)).casefold()
     s = re.sub(r"\s+", " ", s).strip()
     return s.strip(" \t\n.,;:!?\"'`()[]{}").strip()
+
+
+# An exact or math answer longer than this is a solution rather than an answer (a gold answer is compared whole).
+MAX_ANSWER_CHARS = 200
+
+
+def worked_solution(answer: str) -> str | None:
+    """Why a gold answer looks like a whole worked solution (GSM8K's `answer` column: the steps, then
+    `#### 42`), or None: it holds '####', spans several lines, or is longer than MAX_ANSWER_CHARS."""
+    text = answer.strip()
+    if "####" in text:
+        return "it holds '####'"
+    lines = text.count("\n") + 1
+    if lines > 1:
+        return f"{lines} lines"
+    if len(text) > MAX_ANSWER_CHARS:
+        return f"{len(text)} characters"
+    return None
 
 
 def numbers_close(pred: str | None, gold: str | None, tolerance: float) -> bool:
@@ -131,16 +149,17 @@ def read_table(path: str | Path) -> tuple[list[dict[str, Any]], list[int] | None
 def load_hf(name: str, config: str | None, split: str, what: str) -> list[dict[str, Any]]:
     """Rows of `datasets.load_dataset(name, config, split=split)`; `name` may be a local folder."""
     try:
-        import datasets
+        import datasets  # noqa: F401 (whether it is installed, for a message naming the package)
     except ImportError:
         raise UserError(f"{what}: loading hf:{name} needs the `datasets` package: pip install datasets") from None
     try:
-        dataset = datasets.load_dataset(name, config, split=split)
+        return load_hub_dataset(name, config, split, what)
+    except DataNotLocal:
+        raise
     except Exception as exc:  # offline, gated, renamed, no such split: one line the user can act on
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise UserError(f"{what}: could not load hf:{name} (config {config}, split {split}): "
                         f"{type(exc).__name__}: {text}") from None
-    return [dict(row) for row in dataset]
 
 
 @dataclass
@@ -271,6 +290,13 @@ class GenericTask:
             if isinstance(answer, bool) or not str(answer).strip():
                 raise UserError(f"{at}: field '{spec.answer}': an empty answer")
             out["answer"] = answer if isinstance(answer, str) else str(answer)
+        if spec.grader in ("exact", "math"):
+            why = worked_solution(out["answer"])
+            if why:
+                raise UserError(f"{at}: field '{spec.answer}' looks like a worked solution, not a final answer ({why}: "
+                                f"{out['answer'][:60]!r}); grader {spec.grader} compares the whole field, so every "
+                                "completion would be graded wrong: use grader: number (it takes the field's last "
+                                "number, e.g. the one after ####), or an answer field that holds only the final answer")
         if spec.grader == "number":
             gold = parse_number(str(row[spec.answer]).strip()) or last_number(str(row[spec.answer]))
             if gold is None:

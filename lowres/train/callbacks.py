@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.progress import TextColumn
 from transformers import TrainerCallback
 
-from lowres.artifacts import append_jsonl
+from lowres.artifacts import append_jsonl, follow_umask
 from lowres.errors import UserError
 from lowres.ui import progress, time_left
 
@@ -53,6 +53,18 @@ class MetricsLogger(TrainerCallback):
             return
         record = {"stage": self.stage, "step": state.global_step, "time": round(time.time(), 2), **logs}
         append_jsonl(self.path, record)
+
+
+class CheckpointModes(TrainerCallback):
+    """Give each checkpoint the modes of the user's umask, as every other output has: safetensors writes its
+    weights owner-only (0600), which would keep a checkpoint from the group a run folder is shared with."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            follow_umask(checkpoint)
 
 
 class ScheduleGuard(TrainerCallback):

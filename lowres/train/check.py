@@ -235,7 +235,7 @@ def prepare_rows(recipe: Recipe, stage: str, out_dir: Path, model_ref: str | Non
                       sampling_seconds=data["seconds"], batches=data["batches"])
     check.problems = advise(check, truncation_warn_fraction=cfg.truncation_warn_fraction,
                             learning_rate=cfg.learning_rate, max_prompt_length=cfg.max_prompt_length,
-                            max_seq_length=recipe.model.max_seq_length)
+                            max_seq_length=recipe.model.max_seq_length, select=target.select)
     if write:
         artifacts.write_json(out_dir / CHECK_FILE, check.to_dict())
         for i, line in enumerate(summary_lines(check)):

@@ -76,12 +76,16 @@ def _peak() -> str:
     return ""
 
 
-def drop_default_printer(trainer) -> None:
-    """Remove transformers' print-every-log callback: LiveView and metrics.jsonl replace it."""
+def stage_callbacks(trainer) -> None:
+    """The callbacks every training stage's trainer gets: transformers' print-every-log ones removed (LiveView
+    and metrics.jsonl replace them), and checkpoints that follow the umask (CheckpointModes)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from lowres.train.callbacks import CheckpointModes
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(CheckpointModes())
 
 
 def save_stage_output(out_dir: Path, stage: str, trainer, tokenizer, recipe, summary: dict) -> Path:

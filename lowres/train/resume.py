@@ -78,6 +78,22 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
+def interrupted_message(stage: str, stage_dir: Path | None) -> str:
+    """What a Ctrl-C during `stage` leaves for the next run of the same command, as its folder shows it: a
+    complete checkpoint to resume from, or none, so the stage starts over (the demo's stages save only at their
+    last step). stage_dir None: a stage that keeps no checkpoints (merge, eval)."""
+    if stage_dir is None:
+        return f"interrupted during {stage}: run the same command again; the stages that finished are skipped"
+    folder = Path(stage_dir) / "checkpoints"
+    finished = (read_json(folder / MARK) or {}).get("finished")  # a finished run's: the next start sets them aside
+    complete = [] if finished else [c for c in _checkpoints(folder) if checkpoint_problem(c) is None]
+    if complete:
+        return (f"interrupted during {stage}; its last checkpoint ({complete[-1].name}) is kept: run the same "
+                "command again to resume from it")
+    return (f"interrupted during {stage} before it saved a checkpoint: the same command starts {stage} over "
+            "(save_steps sets how often it saves)")
+
+
 def set_aside_checkpoints(stage_dir: Path, stage: str, why: str) -> None:
     """Move a stage's checkpoints (and the metrics and TensorBoard events they logged) out of the way,
     saying why."""

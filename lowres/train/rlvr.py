@@ -44,11 +44,11 @@ from lowres.train.callbacks import LiveView, MetricsLogger, ScheduleGuard, peak_
 from lowres.train.check import prepare_rows, start_model
 from lowres.train.common import (
     ddp_args,
-    drop_default_printer,
     oom_guard,
     optimizer_args,
     precision_flags,
     save_stage_output,
+    stage_callbacks,
     tracking_args,
 )
 from lowres.train.examples import rlvr_examples
@@ -411,13 +411,19 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     resume = resume_point(out_dir, stage, stage_fingerprint, args)
     live = LiveView(stage, ("reward", f"{task.name}_reward/accuracy", "frac_reward_zero_std",
                              "completions/mean_length"))
+    if cfg.heldout_every:  # the learning curve on held-out questions (lowres.train.heldout)
+        from lowres.train.heldout import HeldOutCurve, heldout_settings
+
+        heldout = task.load("test", limit=cfg.heldout_questions, seed=recipe.seed)
+        callbacks = (*callbacks, HeldOutCurve(task, heldout, tokenizer, heldout_settings(recipe), cfg.heldout_every,
+                                              out_dir / "metrics.jsonl", rollout_dtype(cfg.rollout_dtype, hw)))
     trainer = lowres_grpo_trainer(recipe, hw)(
         model=model, reward_funcs=reward_funcs, args=args,
         train_dataset=dataset, processing_class=tokenizer,
         callbacks=[ScheduleGuard("rlvr"), MetricsLogger(out_dir / "metrics.jsonl", "rlvr"), guards,
                    live, *callbacks],
     )
-    drop_default_printer(trainer)
+    stage_callbacks(trainer)
     trainable_in_fp32(trainer.model, hw)
     if resume:
         console.print(f"resuming RLVR from {resume}")

@@ -26,11 +26,11 @@ from lowres.train.backend import load_trainable, prepare_backend, trainable_in_f
 from lowres.train.callbacks import LiveView, MetricsLogger, ScheduleGuard, peak_memory
 from lowres.train.common import (
     ddp_args,
-    drop_default_printer,
     oom_guard,
     optimizer_args,
     precision_flags,
     save_stage_output,
+    stage_callbacks,
     tracking_args,
 )
 from lowres.train.resume import finished_before, resume_point
@@ -140,7 +140,7 @@ def run_warmup(recipe: Recipe, out_dir: Path | None = None, callbacks: tuple = (
         train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held_out) if held_out else None,
         callbacks=[ScheduleGuard("warmup"), MetricsLogger(out_dir / "metrics.jsonl", "warmup"), live, *callbacks],
     )
-    drop_default_printer(trainer)
+    stage_callbacks(trainer)
     trainable_in_fp32(trainer.model, hw)
     if resume:
         console.print(f"resuming warmup from {resume}")

@@ -174,6 +174,51 @@ def _task_with(tmp_path, train: str, **extra):
     return get_task("t")
 
 
+@pytest.mark.parametrize("grader", ["exact", "math"])
+def test_a_worked_solution_as_the_answer_is_refused_before_training(tmp_path, grader):
+    """GSM8K's `answer` column is the whole solution ending in `#### 72`: graded whole, every completion would be
+    wrong. The row is named, with the fix; grader number reads the same rows (their last number)."""
+    import json
+
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text(json.dumps({"q": "How many?", "a": "Natalia sold 48/2 = <<48/2=24>>24 clips.\n48+24 = 72\n#### 72"})
+                    + "\n" + json.dumps({"q": "Long?", "a": "x" * 201}) + "\n")
+    with pytest.raises(UserError) as err:
+        _task_with(tmp_path, str(path), grader=grader).load("train")
+    assert str(err.value) == (
+        f"{path}:1: field 'a' looks like a worked solution, not a final answer (it holds '####': 'Natalia sold 48/2 = "
+        f"<<48/2=24>>24 clips.\\n48+24 = 72\\n#### 72'); grader {grader} compares the whole field, so every "
+        "completion would be graded wrong: use grader: number (it takes the field's last number, e.g. the one after "
+        "####), or an answer field that holds only the final answer")
+    path.write_text(json.dumps({"q": "Two lines?", "a": "Paris\nFrance"}) + "\n")
+    with pytest.raises(UserError, match=r":1: field 'a' looks like a worked solution, not a final answer \(2 lines"):
+        _task_with(tmp_path, str(path), grader=grader).load("train")
+    path.write_text(json.dumps({"q": "Long?", "a": "x" * 201}) + "\n")
+    with pytest.raises(UserError, match=r"\(201 characters"):
+        _task_with(tmp_path, str(path), grader=grader).load("train")
+    path.write_text(json.dumps({"q": "How many?", "a": "Natalia sold 24 clips.\n#### 72"}) + "\n")
+    (row,) = _task_with(tmp_path, str(path), grader="number", test=str(path)).load("train")
+    assert row["answer"] == "72"
+
+
+def test_validate_names_the_worked_solution_row(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from lowres.cli import cli
+
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text('{"q": "How many?", "a": "48/2 = 24\\n#### 72"}\n' * 4)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: t\nmodel: {{name_or_path: embedded:smollm2-135m}}\nstages: [rlvr]\n"
+                      f"rlvr: {{start_from: base}}\ndata: {{target: {{task: mine}}}}\n"
+                      f"tasks: {{mine: {{train: {data}, question: q, answer: a, grader: exact}}}}\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert f"tasks.mine.train: {data}:1: field 'a' looks like a worked solution" in line and "grader: number" in line
+
+
 def test_missing_field_in_jsonl_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"q": "1", "a": "x"}\n\n{"q": "2"}\n')

@@ -166,6 +166,33 @@ def test_hub_failure_is_a_user_error(monkeypatch, no_data_dir, tmp_path):
         get_task("math").load("test")
 
 
+def test_local_only_reads_the_hub_only_from_the_datasets_cache_and_offline(monkeypatch, no_data_dir, tmp_path):
+    # What the plan of `lowres run --dry-run` counts rows with: never a wait on the network (issue 34).
+    import datasets
+    from huggingface_hub import constants
+
+    from lowres.tasks.data import DataNotLocal, local_only
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    modes = []
+
+    def load_dataset(name, config=None, split=None):
+        modes.append((datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE))
+        return [{"question": "1+1?", "answer": "#### 2"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with local_only(), pytest.raises(DataNotLocal, match=r"gsm8k test \(openai/gsm8k\) is not on this machine yet"):
+        get_task("gsm8k").load("test")
+    assert modes == []  # not cached: not even asked
+    (tmp_path / "openai___gsm8k" / "main" / "0.0.0" / "abc").mkdir(parents=True)  # prepared by an earlier load
+    with local_only():
+        assert get_task("gsm8k").load("test")[0]["answer"] == "2"
+    assert modes == [(True, True)]  # read from the cache in offline mode ...
+    assert (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE) == (False, False)  # ... only meanwhile
+
+
 # ---------------------------------------------------------------------------------------- broken files
 def _error(call) -> str:
     """The UserError message of `call()`, checked to be one line."""
