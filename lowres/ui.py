@@ -18,11 +18,13 @@ from rich.progress import (
 from rich.text import Text
 
 # Output that is not a terminal (a pipe, a file, a stage's log) gets a progress line at each tenth of the
-# way and at least this often between them, instead of a live bar.
+# way and, between those, once this long has passed since the last one, instead of a live bar.
 PLAIN_EVERY_SECONDS = 30.0
 
 
 class _Console(Console):
+    """rich's console, with spinners as plain lines where nothing can redraw them."""
+
     def live(self) -> bool:
         """Whether a live display can redraw here: a terminal that is not dumb, or Jupyter. Elsewhere rich draws
         a live bar only once, when it stops, and a spinner never."""
@@ -100,8 +102,8 @@ def progress(*extra_columns, transient: bool = False, eta_field: bool = False) -
 
 class PlainProgress(Progress):
     """A progress bar for output that is not a terminal: its text columns as one plain line when a task is added,
-    at each tenth of its total, at least every PLAIN_EVERY_SECONDS between (when it moved), and at the end. Tasks
-    added with visible=False print nothing."""
+    at each tenth of its total, between those when it has moved and PLAIN_EVERY_SECONDS have passed since the
+    last line, and at the end. Tasks added with visible=False print nothing."""
 
     def __init__(self, *columns, **kwargs):
         super().__init__(*columns, **{**kwargs, "disable": True})  # no live display: it would draw only at the end
