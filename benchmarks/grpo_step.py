@@ -138,13 +138,13 @@ def main() -> None:
     from lowres.rewards import reward_functions
     from lowres.tasks import get_task
     from lowres.train.common import stage_callbacks
+    from lowres.train.examples import training_rows
     from lowres.train.rlvr import (
         build_dataset,
         grpo_config,
         loss_dtype,
         lowres_grpo_trainer,
         rollout_dtype,
-        training_rows,
     )
 
     tokenizer = models[0][1]

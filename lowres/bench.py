@@ -27,9 +27,10 @@ from pathlib import Path
 
 from lowres.errors import OutOfMemory, UserError
 from lowres.estimate import KNOWN_SHAPES
+from lowres.hardware import matmul_gflops  # noqa: F401 - lowres.bench.matmul_gflops, the yardstick
 from lowres.launch import INTERRUPTED, StageFailed, run_stage
 from lowres.recipe import STAGES, TRAINING_STAGES, Recipe, dump_recipe, recipe_from_dict
-from lowres.ui import console, counted
+from lowres.ui import console, counted, duration
 
 # Shapes for --model-config: the Qwen2.5 configs (as in their config.json), and a tiny one for tests.
 MODEL_CONFIGS = {
@@ -67,19 +68,6 @@ class StageFigures:
     steps_in_recipe: int | None = None
     extrapolated_seconds: float | None = None   # this stage of the real recipe
     note: str = ""
-
-
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """fp32 matrix-multiply speed of this machine (on its current torch threads): the yardstick that
-    makes CPU timings from different machines comparable."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def random_model(config_name: str) -> Path:
@@ -353,13 +341,6 @@ def bench(recipe: Recipe, *, steps: int = 3, stages: list[str] | None = None, ba
         report["extrapolated_recipe_seconds"][b] = round(sum(r.extrapolated_seconds for r in mine), 1) if fits else None
     on_report(report)
     return report
-
-
-def duration(seconds: float | None) -> str:
-    """'2.5 min', or '45 s' under a minute and a half; '-' for none."""
-    if seconds is None:
-        return "-"
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def report_table(report: dict):

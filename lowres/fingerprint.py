@@ -21,7 +21,7 @@ from typing import Any
 from lowres import __version__
 from lowres.artifacts import read_json, write_json
 from lowres.models import EMBEDDED_PREFIX, lowres_home
-from lowres.recipe import Recipe
+from lowres.recipe import RLVR_ARMS, Recipe
 
 # Files in a model folder that decide what the model computes.
 _MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf", ".txt")
@@ -160,3 +160,49 @@ def _task_parts(recipe: Recipe) -> tuple:
     """Extra fingerprint parts for a recipe's `tasks:`; none without them, so the fingerprints of recipes
     that define no tasks stay what they were (their finished stages are not run again)."""
     return (_tasks_identity(recipe),) if recipe.tasks else ()
+
+
+# ---------------------------------------------------------------- the models a run makes and scores
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One GRPO run of the recipe: an RLVR stage, with one of the recipe's `seeds` (None: the recipe's seed)."""
+
+    stage: str
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        """Its folder under the run, and its model's label in the report."""
+        return self.stage if self.seed is None else f"{self.stage}-seed{self.seed}"
+
+
+def rlvr_arms(recipe: Recipe) -> list[Arm]:
+    return [Arm(stage, seed) for stage in RLVR_ARMS if stage in recipe.stages for seed in (recipe.seeds or [None])]
+
+
+def arm_of(label: str, recipe: Recipe) -> Arm | None:
+    return next((arm for arm in rlvr_arms(recipe) if arm.name == label), None)
+
+
+def eval_labels(recipe: Recipe) -> list[str]:
+    """The models the eval stage scores: base, the merged warmup, then each RLVR arm (per seed)."""
+    labels = ["base"]
+    if "merge" in recipe.stages:
+        labels.append("warmup")
+    return labels + [arm.name for arm in rlvr_arms(recipe)]
+
+
+def made_by(label: str) -> str:
+    """The stage that made an evaluated model (an arm's label is its stage, and -seed<N> with seeds)."""
+    return {"base": "base", "warmup": "merge"}.get(label) or label.partition("-seed")[0]
+
+
+def eval_fingerprints(recipe: Recipe) -> dict[str, str]:
+    """Each evaluated model's fingerprint (its eval settings and data, the stage that made it, its seed)."""
+    fingerprints = {}
+    for label in eval_labels(recipe):
+        arm = arm_of(label, recipe)
+        fingerprints[label] = eval_fingerprint(recipe, made_by(label), None if arm is None else arm.seed)
+    return fingerprints

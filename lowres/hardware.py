@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,3 +305,16 @@ def loss_dtype(choice: str, hw: Hardware):
     if choice == "bf16" or (hw.device == "cpu" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """fp32 matrix-multiply speed of this machine (on its current torch threads): the yardstick that
+    makes CPU timings from different machines comparable."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9

@@ -26,7 +26,18 @@ from lowres.artifacts import read_json, require_free_space, write_json
 from lowres.errors import UserError
 from lowres.estimate import stage_disk_bytes
 from lowres.evaluate import EvalResult, load_results
-from lowres.fingerprint import arm_fingerprint, eval_fingerprint, hub_revision, stage_fingerprints
+from lowres.fingerprint import (  # noqa: F401 - the run's models, used here and by bench
+    Arm,
+    arm_fingerprint,
+    arm_of,
+    eval_fingerprint,
+    eval_fingerprints,
+    eval_labels,
+    hub_revision,
+    made_by,
+    rlvr_arms,
+    stage_fingerprints,
+)
 from lowres.launch import run_stage
 from lowres.models import describe_model
 from lowres.recipe import DEFAULT_RECIPE, RLVR_ARMS, TRAINING_STAGES, Recipe, dump_recipe
@@ -55,40 +66,6 @@ def _is_done(folder: Path, fingerprint: str) -> bool:
 def _mark_done(folder: Path, fingerprint: str, seconds: float, model_revision: str | None) -> None:
     write_json(folder / DONE, {"fingerprint": fingerprint, "seconds": round(seconds, 1),
                                "model_revision": model_revision})
-
-
-@dataclasses.dataclass(frozen=True)
-class Arm:
-    """One GRPO run of the recipe: an RLVR stage, with one of the recipe's `seeds` (None: the recipe's seed)."""
-
-    stage: str
-    seed: int | None = None
-
-    @property
-    def name(self) -> str:
-        """Its folder under the run, and its model's label in the report."""
-        return self.stage if self.seed is None else f"{self.stage}-seed{self.seed}"
-
-
-def rlvr_arms(recipe: Recipe) -> list[Arm]:
-    return [Arm(stage, seed) for stage in RLVR_ARMS if stage in recipe.stages for seed in (recipe.seeds or [None])]
-
-
-def arm_of(label: str, recipe: Recipe) -> Arm | None:
-    return next((arm for arm in rlvr_arms(recipe) if arm.name == label), None)
-
-
-def eval_labels(recipe: Recipe) -> list[str]:
-    """The models the eval stage scores: base, the merged warmup, then each RLVR arm (per seed)."""
-    labels = ["base"]
-    if "merge" in recipe.stages:
-        labels.append("warmup")
-    return labels + [arm.name for arm in rlvr_arms(recipe)]
-
-
-def made_by(label: str) -> str:
-    """The stage that made an evaluated model (an arm's label is its stage, and -seed<N> with seeds)."""
-    return {"base": "base", "warmup": "merge"}.get(label) or label.partition("-seed")[0]
 
 
 def _starts_from_merge(recipe: Recipe, stage: str) -> bool:
@@ -338,15 +315,6 @@ def say_how_long(recipe: Recipe, fingerprints: dict[str, str]) -> None:
     result, unused = estimate(recipe, to_run, done)
     for line in estimate_lines(recipe, result, unused):
         console.print(line)
-
-
-def eval_fingerprints(recipe: Recipe) -> dict[str, str]:
-    """Each evaluated model's fingerprint (its eval settings and data, the stage that made it, its seed)."""
-    fingerprints = {}
-    for label in eval_labels(recipe):
-        arm = arm_of(label, recipe)
-        fingerprints[label] = eval_fingerprint(recipe, made_by(label), None if arm is None else arm.seed)
-    return fingerprints
 
 
 def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from lowres.artifacts import read_json
 from lowres.recipe import RLVR_ARMS, Recipe
+from lowres.ui import duration
 
 # The demo run in the manual ("The demo: what `lowres run` does offline"): a fresh run on 2026-12-04, the
 # embedded model already converted, on the project's 2-core CPU machine at 169 → 158 GFLOP/s fp32 matmul
@@ -34,8 +35,7 @@ BENCH_FILE = "bench.json"
 
 def eval_key(recipe: Recipe) -> str:
     """What the eval stage's time depends on: the eval settings and data, and which models it scores."""
-    from lowres.fingerprint import fingerprint
-    from lowres.pipeline import eval_fingerprints
+    from lowres.fingerprint import eval_fingerprints, fingerprint
 
     return fingerprint(*eval_fingerprints(recipe).values())
 
@@ -75,12 +75,12 @@ def _usable_bench(recipe: Recipe, hw) -> tuple[dict | None, str | None]:
 
 def estimate(recipe: Recipe, stages: list[str], done: list[str], gflops=None) -> tuple[Estimate, str | None]:
     """The time each of `stages` (those that will run) takes here; `done`: those that will be skipped.
-    gflops: a function measuring this machine's fp32 matmul GFLOP/s (lowres.bench.matmul_gflops), called at
+    gflops: a function measuring this machine's fp32 matmul GFLOP/s (lowres.hardware.matmul_gflops), called at
     most once. Returns the estimate and why the bench file was not used (None: used, or none there)."""
     from lowres.hardware import detect
 
     if gflops is None:
-        from lowres.bench import matmul_gflops as gflops
+        from lowres.hardware import matmul_gflops as gflops
     hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     result = Estimate(done=list(done))
     keys = stage_keys(recipe)
@@ -123,8 +123,6 @@ def estimate(recipe: Recipe, stages: list[str], done: list[str], gflops=None) ->
 
 def estimate_lines(recipe: Recipe, result: Estimate, unused: str | None) -> list[str]:
     """What `lowres run` prints before its first stage."""
-    from lowres.bench import duration
-
     lines = []
     if result.seconds:
         parts = ", ".join(f"{stage} {duration(seconds)}" for stage, seconds in result.seconds.items())

@@ -185,3 +185,10 @@ def quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+def duration(seconds: float | None) -> str:
+    """'2.5 min', or '45 s' under a minute and a half; '-' for none."""
+    if seconds is None:
+        return "-"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"

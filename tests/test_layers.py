@@ -99,3 +99,25 @@ def test_launch_and_distributed_do_not_import_each_other():
     assert not ("lowres.distributed" in imported("lowres.launch") and "lowres.launch" in imported("lowres.distributed"))
     # The one arrow there is: the stage launcher starts `python -m lowres.distributed` for several processes.
     assert "lowres.launch" not in imported("lowres.distributed")
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle anywhere in lowres/, lazy imports and TYPE_CHECKING ones included: a circle is how a
+    module ends up needing half the package to load, and how a half-initialised module gets imported."""
+    graph = {module: {name for name in imported(module) if name in MODULES and name != module}
+             for module in MODULES}
+    circles, state = [], {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                circles.append(" → ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, "import circles: " + "; ".join(circles)

@@ -13,7 +13,7 @@ import lowres.tasks as tasks_registry
 from lowres.cli import cli
 from lowres.errors import UserError
 from lowres.recipe import RecipeError, load_recipe, recipe_from_dict
-from lowres.tasks import get_task, list_tasks
+from lowres.tasks import get_task, list_tasks, register_task
 from lowres.tasks import plugins as plugins_module
 from lowres.tasks.plugins import load_entry_point_tasks, load_plugins
 
@@ -244,7 +244,7 @@ def test_entry_points_are_loaded_lazily_once(tmp_path, monkeypatch):
     get_task("kk")
     get_task("kk")
     list_tasks()
-    load_entry_point_tasks()
+    load_entry_point_tasks(register_task)
     assert calls == [{"group": "lowres.tasks"}]
 
 

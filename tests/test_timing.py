@@ -85,10 +85,10 @@ def test_on_a_gpu_the_cpu_reference_does_not_apply(tmp_path, monkeypatch):
 
 
 def test_the_estimate_is_printed_before_the_first_stage_and_skips_what_is_done(tmp_path, monkeypatch, capsys):
-    import lowres.bench
+    import lowres.hardware
     import lowres.pipeline as pipeline
 
-    monkeypatch.setattr(lowres.bench, "matmul_gflops", lambda: HALF_AS_FAST)
+    monkeypatch.setattr(lowres.hardware, "matmul_gflops", lambda: HALF_AS_FAST)
     seen_before_first_stage = []
 
     def run_stage(stage, args, processes=1, folder=None):

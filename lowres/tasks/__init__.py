@@ -42,7 +42,7 @@ def _load_entry_points() -> None:
     """Tasks that installed packages declare in the `lowres.tasks` entry-point group (loaded once)."""
     from lowres.tasks.plugins import load_entry_point_tasks
 
-    load_entry_point_tasks()
+    load_entry_point_tasks(register_task)
 
 
 def list_tasks() -> list[str]:

@@ -189,8 +189,7 @@ def _entry_point_label(ep) -> str:
     return f"entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP}, from {where})"
 
 
-def _register_entry_point(ep) -> None:
-    from lowres.tasks import register_task
+def _register_entry_point(ep, register_task) -> None:
     from lowres.tasks.base import Task
 
     obj = ep.load()
@@ -206,8 +205,9 @@ def _register_entry_point(ep) -> None:
     register_task(obj)
 
 
-def load_entry_point_tasks() -> None:
-    """Load every entry point in the `lowres.tasks` group (once per process)."""
+def load_entry_point_tasks(register_task) -> None:
+    """Load every entry point in the `lowres.tasks` group (once per process) and hand each task to
+    `register_task` (the registry's, passed in so that this module does not import the registry back)."""
     global _entry_points_loaded, _entry_points_loading
     if _entry_points_loaded or _entry_points_loading:
         return
@@ -225,7 +225,7 @@ def load_entry_point_tasks() -> None:
                 continue
             seen.add(key)
             try:
-                _register_entry_point(ep)
+                _register_entry_point(ep, register_task)
             except (Exception, SystemExit) as e:
                 at = _where(e, _outside_machinery)
                 where = f" (at {at})" if at else ""

@@ -72,7 +72,7 @@ def sampling_settings(recipe: Recipe):
 
 def candidate_rows(recipe: Recipe) -> list[dict]:
     """The training rows (random) or the informative selection's candidates (select_pool of them)."""
-    from lowres.train.rlvr import training_rows
+    from lowres.train.examples import training_rows
 
     target = recipe.data.target
     if target.select == "informative":

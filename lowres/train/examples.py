@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from lowres.errors import UserError
 from lowres.recipe import Recipe
+from lowres.ui import console
 
 # The paper's regime: RLVR on at most this many examples.
 PAPER_MAX_EXAMPLES = 100
@@ -69,3 +70,14 @@ def rlvr_examples(recipe: Recipe, n: int | None = None) -> TrainingExamples:
     picked = sample_examples(rows, min(asked, available), seed=target.seed, stratify_by=stratify_by,
                              exclude_ids=exclude_ids, exclude_texts=exclude_texts)
     return TrainingExamples(picked, asked, len(rows), len(rows) - available, source)
+
+
+def training_rows(recipe: Recipe, n: int | None = None) -> list[dict]:
+    """The ≤N training examples (`n`, default data.target.n_examples; fewer when the data has fewer),
+    disjoint (by id and question text) from the rows the eval stage scores; says
+    when they are fewer than asked for, or more than the method is about."""
+    examples = rlvr_examples(recipe, n)
+    if n is None:
+        for note in examples.notes():
+            console.print(f"[yellow]rlvr: {note}[/yellow]")
+    return examples.rows

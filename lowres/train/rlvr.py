@@ -51,7 +51,6 @@ from lowres.train.common import (
     stage_callbacks,
     tracking_args,
 )
-from lowres.train.examples import rlvr_examples
 from lowres.train.resume import finished_before, resume_point
 from lowres.ui import console, counted
 
@@ -287,17 +286,6 @@ def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
                           rollout_dtype=rollout_dtype(recipe.rlvr.rollout_dtype, hw),
                           checkpoint_as_needed=lean and hw.device == "cpu",
                           loss_dtype=loss_dtype(recipe.rlvr.loss_dtype, hw))
-
-
-def training_rows(recipe: Recipe, n: int | None = None) -> list[dict]:
-    """The ≤N training examples (`n`, default data.target.n_examples; fewer when the data has fewer),
-    disjoint (by id and question text) from the rows the eval stage scores (lowres.train.examples); says
-    when they are fewer than asked for, or more than the method is about."""
-    examples = rlvr_examples(recipe, n)
-    if n is None:
-        for note in examples.notes():
-            console.print(f"[yellow]rlvr: {note}[/yellow]")
-    return examples.rows
 
 
 def build_dataset(rows: list[dict], tokenizer, recipe: Recipe):

@@ -87,7 +87,7 @@ def test_the_examples_are_the_ones_chosen_before(full_data):
 
 def test_the_rlvr_stage_trains_on_the_examples_left(tmp_path, capsys):
     from lowres.recipe import recipe_from_dict
-    from lowres.train.rlvr import training_rows
+    from lowres.train.examples import training_rows
 
     args = toy_recipe(tmp_path, 30, [1, 2, 3, 4], 50)
     overrides = [args[i + 1] for i in range(0, len(args), 2)]
