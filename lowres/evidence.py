@@ -67,10 +67,12 @@ class Comparison:
     seeds: dict[str, int]      # side label -> seeds pooled
     why: str = ""              # what decided the verdict
     tests: dict[str, float] = field(default_factory=dict)  # each test's own p-value
+    outcome: str = "accuracy"  # accuracy, or well-formed answers (the share the task's format check passes)
 
     def line(self) -> str:
         seeds = ", ".join(f"{side} × {n} seeds" for side, n in self.seeds.items() if n > 1)
-        return (f"**{self.title}** ({self.meaning}), {self.task}: {self.difference:+.1f} points, 95% interval "
+        what = "" if self.outcome == "accuracy" else f" [{self.outcome}]"
+        return (f"**{self.title}**{what} ({self.meaning}), {self.task}: {self.difference:+.1f} points, 95% interval "
                 f"[{self.low:+.1f}, {self.high:+.1f}], p = {format_p(self.p_value)} (Holm-adjusted "
                 f"{format_p(self.p_adjusted)}), {self.differing} of {self.questions} questions differ"
                 f"{f' ({seeds})' if seeds else ''}: **{self.verdict}**{f' — {self.why}' if self.why else ''}")
@@ -83,19 +85,20 @@ def format_p(p: float) -> str:
 # ---------------------------------------------------------------- the data
 
 
-def right_by_question(samples: Path) -> dict[str, list[bool]]:
-    """A task's samples.jsonl → question id → whether each of its samples was right."""
+def right_by_question(samples: Path, outcome: str = "correct") -> dict[str, list[bool]]:
+    """A task's samples.jsonl → question id → whether each of its samples was right (or, with outcome
+    "formatted", well-formed)."""
     right: dict[str, list[bool]] = {}
     for line in Path(samples).read_text().splitlines():
         if line.strip():
             s = json.loads(line)
-            right.setdefault(str(s["question_id"]), []).append(bool(s["correct"]))
+            right.setdefault(str(s["question_id"]), []).append(bool(s[outcome]))
     return right
 
 
-def question_scores(samples: Path) -> dict[str, Fraction]:
-    """A task's samples.jsonl → question id → share of its samples that were right (exact)."""
-    return {q: Fraction(sum(v), len(v)) for q, v in right_by_question(samples).items()}
+def question_scores(samples: Path, outcome: str = "correct") -> dict[str, Fraction]:
+    """A task's samples.jsonl → question id → share of its samples that were right (or well-formed), exact."""
+    return {q: Fraction(sum(v), len(v)) for q, v in right_by_question(samples, outcome).items()}
 
 
 def _exact(value: float | Fraction) -> Fraction:
@@ -264,16 +267,16 @@ def verdict(found: Difference, p_adjusted: float) -> tuple[str, str]:
     return "no measurable difference", "the interval includes 0"
 
 
-def decide(pending: list[tuple[str, str, str, Difference, dict[str, int]]]) -> list[Comparison]:
-    """(task, title, meaning, difference, seeds) for every comparison of one report → Comparisons with
-    Holm-adjusted p-values (the report is the family) and verdicts."""
-    adjusted = holm([found.p_value for *_, found, _ in pending])
+def decide(pending: list[tuple]) -> list[Comparison]:
+    """(task, title, meaning, difference, seeds[, outcome]) for every comparison of one report → Comparisons
+    with Holm-adjusted p-values (the report is the family: every task and outcome) and verdicts."""
+    adjusted = holm([entry[3].p_value for entry in pending])
     out = []
-    for (task, title, meaning, found, seeds), p_adj in zip(pending, adjusted, strict=True):
+    for (task, title, meaning, found, seeds, *outcome), p_adj in zip(pending, adjusted, strict=True):
         said, why = verdict(found, p_adj)
         out.append(Comparison(task, title, meaning, round(found.value, 2), round(found.low, 2), round(found.high, 2),
                               found.p_value, p_adj, found.differing, said, found.questions, seeds, why,
-                              found.tests))
+                              found.tests, *(outcome or ["accuracy"])))
     return out
 
 
@@ -305,12 +308,28 @@ def arm_groups(labels: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-def compare(scores: dict[str, dict[str, Scores]], start_of_rlvr: str = "warmup") -> list[Comparison]:
+# The comparisons also made on the share of well-formed answers: what a reward that pays for the format
+# teaches first, and what the accuracy alone would not show (a model can learn the format and not the answers).
+FORMAT_COMPARISONS = ("warmup vs base", "rlvr vs START", "rlvr net of the control")
+
+
+def compare(scores: dict[str, dict[str, Scores]], start_of_rlvr: str = "warmup",
+            formatted: dict[str, dict[str, Scores]] | None = None) -> list[Comparison]:
     """Every comparison the run's models allow, per task. `scores`: label → task → question scores.
-    `start_of_rlvr`: the model rlvr (and its control) started from: warmup, or base (rlvr.start_from: base)."""
+    `start_of_rlvr`: the model rlvr (and its control) started from: warmup, or base (rlvr.start_from: base).
+    `formatted`: the same for the share of well-formed answers, compared in FORMAT_COMPARISONS; one Holm
+    family over all of them."""
+    pending = _pending(scores, start_of_rlvr, COMPARISONS, "accuracy")
+    if formatted:
+        chosen = tuple(c for c in COMPARISONS if c[0] in FORMAT_COMPARISONS)
+        pending += _pending(formatted, start_of_rlvr, chosen, "well-formed")
+    return decide(pending)
+
+
+def _pending(scores: dict[str, dict[str, Scores]], start_of_rlvr: str, comparisons, outcome: str) -> list[tuple]:
     groups = arm_groups(list(scores))
     pending = []
-    for title, meaning, terms in COMPARISONS:
+    for title, meaning, terms in comparisons:
         title, meaning = title.replace("START", start_of_rlvr), meaning.replace("START", start_of_rlvr)
         combined: dict[str, int] = {}
         for key, sign in terms.items():
@@ -326,8 +345,8 @@ def compare(scores: dict[str, dict[str, Scores]], start_of_rlvr: str = "warmup")
                 found = difference(signed)
             except ValueError:
                 continue
-            pending.append((task, title, meaning, found, {k: len(groups[k]) for k in combined}))
-    return decide(pending)
+            pending.append((task, title, meaning, found, {k: len(groups[k]) for k in combined}, outcome))
+    return pending
 
 
 def compare_models(pairs: list[tuple[list[str], list[str]]], files: dict[str, dict[str, Path]]) -> list[Comparison]:

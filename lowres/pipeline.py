@@ -13,6 +13,7 @@ initialisation is its start model, whose scores are reused rather than sampled a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import shutil
@@ -400,6 +401,7 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
     data: dict = {"recipe": recipe.name, "seeds": recipe.seeds or [recipe.seed], "models": {}, "signal_checks": {},
                   "comparisons": [], "notes": []}
     scores: dict[str, dict] = {}
+    formatted: dict[str, dict] = {}
     curves: dict[str, dict] = {}
     for label, per_task in results.items():
         data["models"][label] = {r.task: {"accuracy": r.accuracy_mean, "n_questions": r.n_questions,
@@ -408,6 +410,8 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
             samples = run_dir / "eval" / label / r.task / "samples.jsonl"
             if samples.is_file():
                 scores.setdefault(label, {})[r.task] = question_scores(samples)
+                with contextlib.suppress(KeyError):  # samples written before lowres recorded the format
+                    formatted.setdefault(label, {})[r.task] = question_scores(samples, "formatted")
                 curves.setdefault(label, {})[r.task] = pass_at_k_curve(samples)
                 data["models"][label][r.task]["pass_at_k"] = curves[label][r.task]
 
@@ -430,7 +434,7 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
         lines += ["## Before GRPO: the signal check\n", "```\n" + "\n".join(check_lines) + "\n```\n"]
 
     start = "warmup" if recipe.rlvr.start_from == "warmup" else "base"
-    comparisons = compare(scores, start_of_rlvr=start)
+    comparisons = compare(scores, start_of_rlvr=start, formatted=formatted)
     data["comparisons"] = comparisons_json(comparisons)
     data["notes"] = _learned_nothing_notes(recipe, checks)
     if comparisons or data["notes"]:

@@ -204,8 +204,8 @@ def fake_stage(run: Path, correct_by_label: dict[str, list[bool]], commands: lis
             return
         label = args[args.index("--label") + 1]
         right = correct_by_label[label]
-        samples = [{"question_id": f"q{i}", "sample_index": j, "correct": ok and (j == 0 or i % 2 == 0)}
-                   for i, ok in enumerate(right) for j in range(2)]
+        samples = [{"question_id": f"q{i}", "sample_index": j, "correct": ok and (j == 0 or i % 2 == 0),
+                    "formatted": ok or j == 0} for i, ok in enumerate(right) for j in range(2)]
         (out / "kk_easy").mkdir()
         (out / "kk_easy" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
         accuracy = sum(s["correct"] for s in samples) / len(samples)
@@ -246,8 +246,10 @@ def test_a_run_with_two_seeds_and_the_control_reports_intervals_verdicts_and_pas
     assert "--sample-seed" not in evals["base"]
 
     report = json.loads((run / "report.json").read_text())
-    found = {c["title"]: c for c in report["comparisons"]}
+    found = {c["title"]: c for c in report["comparisons"] if c["outcome"] == "accuracy"}
     assert set(found) == {"rlvr vs base", "rlvr-random-reward vs base", "rlvr net of the control"}
+    assert {c["title"] for c in report["comparisons"] if c["outcome"] == "well-formed"} == \
+        {"rlvr vs base", "rlvr net of the control"}
     for c in found.values():
         assert c["low"] <= c["difference"] <= c["high"]
         assert c["verdict"] in ("better", "worse", "no measurable difference") and c["questions"] == n
@@ -257,7 +259,8 @@ def test_a_run_with_two_seeds_and_the_control_reports_intervals_verdicts_and_pas
     assert report["seeds"] == [0, 1]
     text = (run / "report.md").read_text()
     assert "95% intervals over questions and seeds" in text and "**rlvr net of the control**" in text
-    assert "Holm-adjusted over these 3 comparisons" in text and "p = " in text
+    assert "Holm-adjusted over these 5 comparisons" in text and "p = " in text
+    assert "**rlvr vs base** [well-formed]" in text
     assert {"p_value", "p_adjusted", "differing", "why", "tests"} <= set(found["rlvr vs base"])
     assert "![pass@k against k](pass_at_k.png)" in text and (run / "pass_at_k.png").stat().st_size > 1000
 
@@ -368,3 +371,18 @@ def test_compare_notes_accuracies_over_different_questions(tmp_path):
     text = " ".join(result.output.split())
     assert "on kk the models did not answer the same questions (x 4, y 6; 2 in common)" in text
     assert "2 of 2 questions differ" in text and "no measurable difference" in text
+
+
+def test_the_share_of_well_formed_answers_is_compared_too_in_the_same_family():
+    """GRPO that teaches the format and not the answers: accuracy unchanged, well-formed 0/12 → 12/12 (p = 2/2^12).
+    One Holm family: warmup vs base and rlvr vs warmup, each on accuracy and on well-formed answers."""
+    n = 12
+    right = scores(*[1] * 3 + [0] * 9)
+    found = compare({"warmup": {"kk": right}, "rlvr": {"kk": right}, "base": {"kk": scores(*[0] * n)}},
+                    formatted={"warmup": {"kk": scores(*[0] * n)}, "rlvr": {"kk": scores(*[1] * n)},
+                               "base": {"kk": scores(*[0] * n)}})
+    by = {(c.title, c.outcome): c for c in found}
+    assert by[("rlvr vs warmup", "accuracy")].verdict == "no measurable difference"
+    formatted = by[("rlvr vs warmup", "well-formed")]
+    assert formatted.difference == 100.0 and formatted.verdict == "better"
+    assert len(found) == 4 and formatted.p_adjusted == pytest.approx(4 * 2 / 2 ** n)
