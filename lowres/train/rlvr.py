@@ -106,6 +106,19 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
             super().__init__(*args, **kwargs)
             self.checkpointed_micro_batches = [0, 0]  # [without, with] gradient checkpointing (as needed)
 
+        def _get_train_sampler(self, *args, **kwargs):
+            return epoch_seeded(super()._get_train_sampler(*args, **kwargs))
+
+        def _save_checkpoint(self, model, trial, *args, **kwargs):
+            # Before the checkpoint's trainer_state.json, which marks it complete (lowres.train.resume).
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            save_generation_buffer(self, folder)
+            super()._save_checkpoint(model, trial, *args, **kwargs)
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+            load_generation_buffer(self, checkpoint)
+
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
                                   has_tool_images=False):
             plain = not (self.use_vllm or images or multimodal_fields or self.tools or self.min_p
@@ -188,6 +201,69 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
         # S2/S3). Zero-variance groups are still left out, through their completion mask above.
         del LowresGRPOTrainer._compute_loss, LowresGRPOTrainer._get_per_token_logps_and_entropies
     return LowresGRPOTrainer
+
+
+def epoch_seeded(sampler):
+    """TRL's RepeatSampler with its data order a function of the epoch alone, so a run resumed from a
+    checkpoint sees the same prompts as the run it continues. TRL seeds the sampler's generator once, when
+    the trainer is made, and each epoch draws the next permutation from it: a trainer made to resume in
+    epoch e would draw epoch 0's. Here each epoch (the dataloader calls set_epoch before iterating) reseeds
+    the generator and replays the e permutations before it: the same order as TRL's uninterrupted run."""
+    import torch
+    from trl.trainer.utils import RepeatSampler
+
+    if type(sampler) is not RepeatSampler or not sampler.shuffle or sampler.seed is None:
+        return sampler
+
+    def set_epoch(epoch: int) -> None:
+        sampler.generator.manual_seed(sampler.seed)
+        for _ in range(epoch):
+            torch.randperm(sampler.num_samples, generator=sampler.generator)
+
+    sampler.set_epoch = set_epoch
+    return sampler
+
+
+def _buffer_file(trainer, checkpoint) -> Path:
+    args = trainer.args
+    return Path(checkpoint) / ("lowres-grpo-buffer.pt" if args.world_size == 1
+                               else f"lowres-grpo-buffer-{args.process_index}.pt")
+
+
+def save_generation_buffer(trainer, checkpoint: Path) -> None:
+    """Save TRL's generation buffer with a checkpoint taken in the middle of a generation round. With
+    num_iterations > 1 (or steps_per_generation > gradient_accumulation_steps) one round of completions
+    serves several steps, and TRL keeps neither the buffer nor its step counter in the checkpoint: a run
+    resumed mid-round would sample a new round from the updated policy where the uninterrupted run reuses
+    the old one, and stay out of step after. At a round's boundary (always, with the defaults) nothing is
+    written: the resumed run samples the next round as the uninterrupted one does."""
+    import torch
+
+    step, buffered = getattr(trainer, "_step", None), getattr(trainer, "_buffered_inputs", None)
+    if step is None or buffered is None or step % (trainer.args.steps_per_generation * trainer.num_iterations) == 0:
+        return
+    path = _buffer_file(trainer, checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": step, "buffered_inputs": buffered}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def load_generation_buffer(trainer, checkpoint: str | None) -> None:
+    """Restore what `save_generation_buffer` saved with `checkpoint`, if anything (when it cannot be read,
+    the run resumes as TRL would, with a new round)."""
+    import pickle
+
+    import torch
+
+    path = None if checkpoint is None else _buffer_file(trainer, checkpoint)
+    if path is None or not path.is_file():
+        return
+    try:
+        state = torch.load(path, map_location=trainer.accelerator.device, weights_only=True)
+        trainer._step, trainer._buffered_inputs = state["step"], state["buffered_inputs"]
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        console.print(f"[yellow]rlvr: could not restore the round of completions saved with {path} ({e}); "
+                      "the resumed run samples a new one, so it will not repeat the interrupted run exactly[/yellow]")
 
 
 EXACTLY_SKIPPABLE_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")

@@ -1,9 +1,10 @@
 """GRPO learns: a sanity check of the whole training loop that cannot pass by accident.
 
-A tiny randomly initialised Llama (one layer, hidden 64, a 32-word vocabulary) with lowres's default LoRA
-adapter is trained by GRPO for a fixed number of steps on four short prompts. The reward is the share of
-the completion's slots (max_completion_length of them) filled with one chosen word: a random model writes
-it about 1 time in 32, and nothing but the reward can teach it to write it everywhere.
+A tiny randomly initialised Llama (one layer, hidden 64, a 32-word vocabulary; tiny_grpo.py, shared with
+test_grpo_replay.py) with lowres's default LoRA adapter is trained by GRPO for a fixed number of steps on
+four short prompts. The reward is the share of the completion's slots (max_completion_length of them) filled
+with one chosen word: a random model writes it about 1 time in 32, and nothing but the reward can teach it
+to write it everywhere.
 
 - `test_the_true_reward_is_learned`: the share rises from near chance to >= 0.9, both (a) with lowres's
   fast paths on — its GRPO trainer class as `lowres_grpo_trainer` builds it for a CPU from a recipe (lean
@@ -28,20 +29,14 @@ Each run takes 1-3 s; torch runs on one thread here, which is several times fast
 this small (and keeps the timing steady on a shared 2-core machine).
 """
 
-import functools
-
 import pytest
 import torch
+from tiny_grpo import CHANCE, PROMPTS, target_share, tiny_model, tiny_setup, tiny_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
-WORDS = ["<pad>", "<eos>", "<unk>", *"abcdefghijklmnopqrstuvwxyz", "0", "1", "2"]  # 32
-TARGET = "z"
-PROMPTS = ["a b c", "d e f g", "h i", "j k l m"]  # different lengths: left padding in the shared batches
-COMPLETION_LENGTH = 8
 STEPS = 30
 SEED = 0
-CHANCE = 1 / len(WORDS)
 
 # Thresholds, measured over seeds 0-19 (100 runs; the CI runs seed 0, whose numbers are in brackets):
 # - near chance at the start: the first step's completions (sampled before any update) had a target share
@@ -60,42 +55,6 @@ CROSSING_TOLERANCE = 5
 #   (0.00) and <= 0.002 with the advantage flipped (0.00); it never reached 0.5 in either (the true
 #   reward reached 0.5 by step 13 in all 40 runs).
 UNLEARNED = 0.25
-
-
-@functools.cache
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>",
-                                   unk_token="<unk>")
-
-
-TARGET_ID = WORDS.index(TARGET)  # the WordLevel vocabulary numbers WORDS in order
-
-
-def target_share(completion_ids, **kwargs):
-    """The share of the completion's slots filled with TARGET (an early end of sequence leaves slots empty)."""
-    return [sum(token == TARGET_ID for token in ids) / COMPLETION_LENGTH for ids in completion_ids]
-
-
-target_share.__name__ = "target_share"
-
-
-def tiny_model(seed: int, lora):
-    from peft import get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    # initializer_range 0.1 (not 0.02): the LM head is frozen under LoRA, and its rows must be long enough
-    # for a logit margin that puts ~0.99 of the probability on one word; the first logits stay small (std ~1).
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=len(WORDS), max_position_embeddings=64,
-                         initializer_range=0.1, pad_token_id=WORDS.index("<pad>"),
-                         eos_token_id=WORDS.index("<eos>"), bos_token_id=None)
-    return get_peft_model(LlamaForCausalLM(config), lora)
 
 
 def with_flipped_advantages(trainer_class):
@@ -161,24 +120,12 @@ def train(arm: str, out_dir, reward: str = "target", flip_advantages: bool = Fal
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOTrainer
 
-    from lowres.hardware import Hardware
-    from lowres.recipe import recipe_from_dict
     from lowres.rewards import CoinFlipReward
     from lowres.train.backend import lora_config
-    from lowres.train.compat import ensure_logprob_kernel
-    from lowres.train.rlvr import grpo_config, lowres_grpo_trainer
+    from lowres.train.rlvr import lowres_grpo_trainer
 
-    ensure_logprob_kernel(on_cuda=False)
-    # The recipe's defaults (loss dapo, group-scaled rewards, temperature 0.7, top_p 0.95, linear schedule,
-    # fused AdamW, LoRA r 16 on every projection) but for what a tiny model learning in seconds needs.
-    recipe = recipe_from_dict({
-        "name": "grpo-learns", "model": {"name_or_path": "tiny"}, "output": {"dir": str(out_dir)},
-        "rlvr": {"learning_rate": 1e-2, "max_steps": STEPS, "per_device_train_batch_size": 16,
-                 "num_generations": 8, "max_completion_length": COMPLETION_LENGTH, "save_steps": 10 * STEPS,
-                 # lowres's fast paths, on whatever the CPU (auto would leave bf16 off without AVX512-BF16)
-                 "zero_variance_groups": "skip", "rollout_dtype": "bf16", "loss_dtype": "bf16"}}, "test")
-    cpu = Hardware("cpu", None, None, True, "transformers", "fp32")
-    args = grpo_config(recipe, cpu, out_dir, gradient_checkpointing=False, seed=seed)
+    # lr 1e-2, 16 rows of 8 completions of COMPLETION_LENGTH tokens, bf16 rollouts and loss (tiny_grpo.py)
+    recipe, cpu, args = tiny_setup(out_dir, STEPS, seed, name="grpo-learns")
     reward_funcs = [target_share]
     if reward == "coin flip":  # target_share rides along with weight 0: logged, teaching nothing
         reward_funcs, args.reward_weights = [CoinFlipReward(seed), target_share], [1.0, 0.0]
