@@ -238,8 +238,11 @@ class FormatReward(_SafeReward):
 class CoinFlipReward(_SafeReward):
     """The spurious-reward control: 1 or 0 by a seeded coin flip that ignores the answer (Shao et al. 2025,
     "Spurious Rewards": on Qwen2.5 models GRPO with random rewards raised MATH-500 by 21 points, against 29 for
-    the true reward). A completion's flip is a hash of the seed, its prompt and its text, so a run is
-    reproducible and a resumed run pays what the interrupted one would have."""
+    the true reward). A completion's flip is a hash of the seed, the training step, its place in the batch, its
+    prompt and its text: reproducible, a resumed run pays what the interrupted one would have (the step comes
+    back with the checkpoint), and a fresh flip every step, so a policy that repeats a completion cannot learn
+    which completions pay (with the text alone hashed, a tiny model that collapsed onto a few completions
+    learned to collect 0.86 of the coin's payouts)."""
 
     def __init__(self, seed: int, name: str = "coin_flip_reward") -> None:
         super().__init__()
@@ -248,14 +251,17 @@ class CoinFlipReward(_SafeReward):
 
     def __call__(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[float]:
         self._prompts = list(prompts) if isinstance(prompts, (list, tuple)) else []
+        state = kwargs.get("trainer_state")  # TRL passes the trainer's state to every reward function
+        self._step = getattr(state, "global_step", None)
         return super().__call__(prompts, completions, **kwargs)
 
     def _rewards(self, items: list[Any], rows: list[dict[str, Any]]) -> list[Any]:
         import hashlib
 
         prompts = self._prompts if len(self._prompts) == len(items) else [None] * len(items)
-        return [float(hashlib.sha256(json.dumps([self.seed, prompt, item], default=str).encode()).digest()[0] & 1)
-                for prompt, item in zip(prompts, items, strict=True)]
+        return [float(hashlib.sha256(json.dumps([self.seed, self._step, i, prompt, item], default=str)
+                                     .encode()).digest()[0] & 1)
+                for i, (prompt, item) in enumerate(zip(prompts, items, strict=True))]
 
 
 def task_reward(task: Task | str, name: str | None = None) -> TaskReward:

@@ -274,3 +274,17 @@ def test_the_coin_flip_reward_ignores_the_answer():
     assert reward(prompts=["p"] * 400, completions=right) == paid_right  # seeded: reproducible
     assert CoinFlipReward(seed=1)(prompts=["p"] * 400, completions=right) != paid_right
     assert reward(prompts=None, completions=[None, {"odd": 1}]) in ([0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0])
+
+
+def test_the_coin_flip_is_fresh_every_step_and_for_every_place_in_the_batch():
+    """A policy that repeats one completion must not be able to learn which completions pay: the same text
+    gets its own flip at each step and at each place of a batch, and the same step replays the same flips."""
+    from types import SimpleNamespace
+
+    from lowres.rewards import CoinFlipReward
+
+    reward, same = CoinFlipReward(seed=0), ["the same completion"] * 400
+    at = [reward(prompts=["p"] * 400, completions=same, trainer_state=SimpleNamespace(global_step=s))
+          for s in (1, 2, 1)]
+    assert 0.4 < sum(at[0]) / 400 < 0.6  # one text, flipped afresh at each place
+    assert at[0] != at[1] and at[0] == at[2]  # another step, other flips; the same step, the same ones
