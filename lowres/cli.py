@@ -818,7 +818,7 @@ def compare(runs: tuple[Path, ...], plot: Path) -> None:
             pairs.append((first, second))
     comparisons = compare_models(pairs, files)
     for c in comparisons:
-        console.print(c.line().replace("**", ""))
+        console.print(c.line().replace("**", ""), markup=False)
     if comparisons:
         console.print(method_note(comparisons))
     console.print(f"chart → {plot_comparison(results, plot)}")

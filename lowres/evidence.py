@@ -71,15 +71,16 @@ class Comparison:
 
     def line(self) -> str:
         seeds = ", ".join(f"{side} × {n} seeds" for side, n in self.seeds.items() if n > 1)
-        what = "" if self.outcome == "accuracy" else f" [{self.outcome}]"
+        what = "" if self.outcome == "accuracy" else f", {self.outcome} answers"
         return (f"**{self.title}**{what} ({self.meaning}), {self.task}: {self.difference:+.1f} points, 95% interval "
-                f"[{self.low:+.1f}, {self.high:+.1f}], p = {format_p(self.p_value)} (Holm-adjusted "
+                f"[{self.low:+.1f}, {self.high:+.1f}], p {format_p(self.p_value)} (Holm-adjusted "
                 f"{format_p(self.p_adjusted)}), {self.differing} of {self.questions} questions differ"
                 f"{f' ({seeds})' if seeds else ''}: **{self.verdict}**{f' — {self.why}' if self.why else ''}")
 
 
 def format_p(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}" if p < 0.001 else f"{p:.3f}"
+    """"= 0.031", "= 0.0004", "< 0.0001"."""
+    return "< 0.0001" if p < 1e-4 else f"= {p:.4f}" if p < 0.001 else f"= {p:.3f}"
 
 
 # ---------------------------------------------------------------- the data

@@ -447,7 +447,7 @@ def write_report(recipe: Recipe, results: dict[str, list[EvalResult]]) -> Path:
         lines += [f"- note: {note}" for note in data["notes"]]
         lines.append("")
         for c in comparisons:
-            console.print(c.line().replace("**", ""))
+            console.print(c.line().replace("**", ""), markup=False)
         for note in data["notes"]:
             console.print(f"[yellow]note: {note}[/yellow]")
     if importlib.util.find_spec("matplotlib") is None:

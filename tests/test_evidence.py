@@ -260,7 +260,7 @@ def test_a_run_with_two_seeds_and_the_control_reports_intervals_verdicts_and_pas
     text = (run / "report.md").read_text()
     assert "95% intervals over questions and seeds" in text and "**rlvr net of the control**" in text
     assert "Holm-adjusted over these 5 comparisons" in text and "p = " in text
-    assert "**rlvr vs base** [well-formed]" in text
+    assert "**rlvr vs base**, well-formed answers" in text
     assert {"p_value", "p_adjusted", "differing", "why", "tests"} <= set(found["rlvr vs base"])
     assert "![pass@k against k](pass_at_k.png)" in text and (run / "pass_at_k.png").stat().st_size > 1000
 
