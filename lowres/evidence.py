@@ -74,7 +74,8 @@ class Comparison:
         what = "" if self.outcome == "accuracy" else f", {self.outcome} answers"
         return (f"**{self.title}**{what} ({self.meaning}), {self.task}: {self.difference:+.1f} points, 95% interval "
                 f"[{self.low:+.1f}, {self.high:+.1f}], p {format_p(self.p_value)} (Holm-adjusted "
-                f"{format_p(self.p_adjusted)}), {self.differing} of {self.questions} questions differ"
+                f"{format_p(self.p_adjusted).removeprefix('= ')}), "
+                f"{self.differing} of {self.questions} questions differ"
                 f"{f' ({seeds})' if seeds else ''}: **{self.verdict}**{f' — {self.why}' if self.why else ''}")
 
 

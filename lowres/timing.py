@@ -23,13 +23,13 @@ from lowres.artifacts import read_json
 from lowres.recipe import RLVR_ARMS, Recipe
 from lowres.ui import duration
 
-# The demo run in the manual ("The demo: what `lowres run` does offline"): a fresh run on 2026-12-04, the
-# embedded model already converted, on the project's 2-core CPU machine at 169 → 158 GFLOP/s fp32 matmul
+# The demo run in the manual ("The demo: what `lowres run` does offline"): a fresh run on 2026-12-07, the
+# embedded model already converted, on the project's 2-core CPU machine at 181 → 179 GFLOP/s fp32 matmul
 # (before → after; DEMO_GFLOPS is their midpoint). Seconds per stage (the RLVR stages with their signal
-# check); eval is the evaluations of the base, warmed and RLVR models (54, 52 and 50 s): the baseline's
+# check); eval is the evaluations of the base, warmed and RLVR models (32, 37 and 40 s): the baseline's
 # adapter never moved, so its scores were the base's.
-DEMO_GFLOPS = 163.5
-DEMO_SECONDS = {"warmup": 148.2, "merge": 12.8, "rlvr": 162.6, "rlvr-no-warmup": 101.6, "eval": 156.0}
+DEMO_GFLOPS = 180.2
+DEMO_SECONDS = {"warmup": 117.7, "merge": 12.0, "rlvr": 123.4, "rlvr-no-warmup": 53.5, "eval": 109.2}
 BENCH_FILE = "bench.json"
 
 

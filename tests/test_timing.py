@@ -27,12 +27,12 @@ def test_the_demo_is_the_reference_scaled_by_this_machines_speed(tmp_path):
     result, unused = estimate(recipe, list(recipe.stages), [], gflops=lambda: HALF_AS_FAST)
     assert result.seconds == {stage: pytest.approx(2 * DEMO_SECONDS[stage]) for stage in recipe.stages}
     assert result.missing == [] and unused is None
-    # 2 × (148.2 + 12.8 + 162.6 + 101.6 + 156.0) s = 1162.4 s
+    # 2 × (117.7 + 12.0 + 123.4 + 53.5 + 109.2) s = 831.6 s
     assert estimate_lines(recipe, result, unused) == [
-        "time estimate for the stages that will run on this machine: ≈ 19.4 min (warmup 4.9 min, merge 26 s, rlvr "
-        "5.4 min, rlvr-no-warmup 3.4 min, eval 5.2 min); based on warmup, merge, rlvr, rlvr-no-warmup, eval: the "
-        "demo's stages as measured on the project's 2-core machine at 164 GFLOP/s fp32 matmul, scaled to this "
-        "machine's 82 GFLOP/s (measured just now)"]
+        "time estimate for the stages that will run on this machine: ≈ 13.9 min (warmup 3.9 min, merge 24 s, rlvr "
+        "4.1 min, rlvr-no-warmup 1.8 min, eval 3.6 min); based on warmup, merge, rlvr, rlvr-no-warmup, eval: the "
+        "demo's stages as measured on the project's 2-core machine at 180 GFLOP/s fp32 matmul, scaled to this "
+        "machine's 90 GFLOP/s (measured just now)"]
 
 
 def test_a_stage_with_other_settings_gets_no_figure_and_says_how_to_measure(tmp_path):
@@ -40,8 +40,8 @@ def test_a_stage_with_other_settings_gets_no_figure_and_says_how_to_measure(tmp_
     result, unused = estimate(recipe, list(recipe.stages), [], gflops=lambda: HALF_AS_FAST)
     assert list(result.seconds) == ["warmup", "merge"]  # the rlvr stages and the eval of their models differ
     lines = estimate_lines(recipe, result, unused)
-    assert lines[0].startswith("time estimate for the stages with a figure on this machine: ≈ 5.4 min "
-                               "(warmup 4.9 min, merge 26 s)")
+    assert lines[0].startswith("time estimate for the stages with a figure on this machine: ≈ 4.3 min "
+                               "(warmup 3.9 min, merge 24 s)")
     assert lines[1] == (f"no time estimate for rlvr, rlvr-no-warmup, eval: `lowres bench {recipe.source} --json "
                         f"{tmp_path / 'demo' / 'bench.json'}` (with the same --set options) measures a few steps of "
                         "each stage, and `lowres run` then uses its figures")
@@ -58,7 +58,7 @@ def test_bench_figures_for_this_recipe_come_first(tmp_path):
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "bench.json").write_text(json.dumps(report))
     result, unused = estimate(recipe, list(recipe.stages), [], gflops=lambda: 75.0)
-    assert result.seconds == {"warmup": pytest.approx(148.2 * 163.5 / 75), "merge": pytest.approx(12.8 * 163.5 / 75),
+    assert result.seconds == {"warmup": pytest.approx(117.7 * 180.2 / 75), "merge": pytest.approx(12.0 * 180.2 / 75),
                               "rlvr": pytest.approx(200.0), "eval": pytest.approx(120.0)}
     assert result.basis == {"warmup": "demo", "merge": "demo", "rlvr": "bench", "eval": "bench"}
     assert result.missing == ["rlvr-no-warmup"]  # not measured by that bench
@@ -100,14 +100,14 @@ def test_the_estimate_is_printed_before_the_first_stage_and_skips_what_is_done(t
     recipe = demo(tmp_path, "stages=[warmup, merge]")
     pipeline.run_recipe(recipe)
     printed = " ".join(seen_before_first_stage[0].split())
-    assert "time estimate for the stages that will run on this machine: ≈ 5.4 min (warmup 4.9 min, merge 26 s)" \
+    assert "time estimate for the stages that will run on this machine: ≈ 4.3 min (warmup 3.9 min, merge 24 s)" \
            in printed
     assert printed.index("time estimate") < printed.index("──── warmup")
 
     seen_before_first_stage.clear()
     pipeline.run_recipe(recipe, force=["merge"])  # the warmup is done: costs nothing
     printed = " ".join(seen_before_first_stage[0].split())
-    assert "≈ 26 s (merge 26 s)" in printed and "done before with the same inputs, skipped: warmup" in printed
+    assert "≈ 24 s (merge 24 s)" in printed and "done before with the same inputs, skipped: warmup" in printed
 
 
 def test_time_left_is_the_mean_step_time_so_far_times_the_steps_to_go():
