@@ -247,7 +247,7 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
     fingerprints = stage_fingerprints(recipe)
     run_dir = recipe.run_dir.resolve()
     merged = run_dir / "merge"
-    say_how_long(recipe, fingerprints)
+    pace = say_how_long(recipe, fingerprints)
 
     def stage(name: str, fingerprint: str, args: list[str], kind: str | None = None) -> None:
         folder = recipe.run_dir / name
@@ -261,6 +261,8 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
         trains = kind in TRAINING_STAGES
         run_stage(name, args, processes=recipe.num_processes if trains else 1, folder=folder if trains else None)
         _mark_done(folder, fingerprint, time.time() - t0, hub_revision(recipe.model.name_or_path))
+        if (line := pace.finished(kind, time.time() - t0)) is not None:
+            console.print(line)
 
     if "warmup" in recipe.stages:
         stage("warmup", fingerprints["warmup"], ["warmup", str(resolved), "--out", str(run_dir / "warmup")])
@@ -300,9 +302,10 @@ def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[
     return results
 
 
-def say_how_long(recipe: Recipe, fingerprints: dict[str, str]) -> None:
-    """Before the first stage: how long the stages that will run take here, from measured figures (lowres.timing)."""
-    from lowres.timing import estimate, estimate_lines
+def say_how_long(recipe: Recipe, fingerprints: dict[str, str]):
+    """Before the first stage: how long the stages that will run take here, from measured figures (lowres.timing).
+    Returns the Pace that re-estimates the rest as stages finish."""
+    from lowres.timing import Pace, estimate, estimate_lines
 
     to_run, done = [], []
     for name in recipe.stages:
@@ -316,6 +319,8 @@ def say_how_long(recipe: Recipe, fingerprints: dict[str, str]) -> None:
     result, unused = estimate(recipe, to_run, done)
     for line in estimate_lines(recipe, result, unused):
         console.print(line)
+    # the estimate is per stage, all of its runs together (an RLVR arm once per seed): the pace goes by run
+    return Pace({name: seconds / to_run.count(name) for name, seconds in result.seconds.items()}, to_run)
 
 
 def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path,

@@ -152,3 +152,33 @@ def estimate_lines(recipe: Recipe, result: Estimate, unused: str | None) -> list
     if result.done:
         lines.append(f"done before with the same inputs, skipped: {', '.join(result.done)}")
     return lines
+
+
+@dataclass
+class Pace:
+    """The estimate corrected as stages finish. The first estimate assumes the machine stays as fast, and as
+    free of other work, as when its speed was measured; a loaded machine can take several times longer. So
+    after each stage, the stages left are re-estimated at the pace of those finished so far."""
+
+    estimated: dict[str, float]   # stage -> seconds for one run of it (an RLVR arm per seed)
+    pending: list[str]            # the stages still to run, in order, one entry per run
+    spent: float = 0.0            # seconds the finished stages with a figure took
+    expected: float = 0.0         # seconds their figures said
+
+    def finished(self, stage: str, seconds: float) -> str | None:
+        """The line to print when `stage` ends after `seconds`; None when it had no figure."""
+        if stage in self.pending:
+            self.pending.remove(stage)
+        if stage not in self.estimated:
+            return None
+        self.spent += seconds
+        self.expected += self.estimated[stage]
+        ratio = self.spent / self.expected
+        line = f"{stage} took {duration(seconds)} (estimated {duration(self.estimated[stage])})"
+        left = [self.estimated[name] for name in self.pending if name in self.estimated]
+        if left:
+            line += f"; the stages left ≈ {duration(ratio * sum(left))} at the pace so far"
+            if not 0.8 <= ratio <= 1.25:
+                line += (f", {ratio:.1f}× the first estimate, which assumed this machine stays as fast and as "
+                         "free of other work as when it measured its speed")
+        return line

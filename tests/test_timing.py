@@ -161,3 +161,23 @@ def test_the_other_bars_show_the_mean_time_per_item_since_they_began():
     clock[0] = 90.0
     bar.advance(task_id, 4)  # 4 samples in 90 s: 28 to go take 630 s
     assert column.render(task).plain == "0:10:30"
+
+
+def test_the_estimate_is_corrected_at_the_pace_of_the_finished_stages():
+    """The first estimate was 4.3× short on a loaded machine: after each stage the rest is re-estimated at the
+    pace so far, and a pace far from the estimate says what the estimate assumed."""
+    from lowres.timing import Pace
+
+    pace = Pace({"warmup": 100.0, "merge": 10.0, "rlvr": 200.0}, ["warmup", "merge", "rlvr", "rlvr", "eval"])
+    line = pace.finished("warmup", 400.0)  # 4× the figure: rlvr × 2 + merge = 410 s → 1640 s at this pace
+    assert line.startswith("warmup took 6.7 min (estimated 1.7 min); the stages left ≈ 27.3 min at the pace so far")
+    assert "4.0× the first estimate, which assumed this machine stays as fast and as free of other work" in line
+    line = pace.finished("merge", 10.0)  # (400 + 10) / (100 + 10): still 3.7× for the two rlvr runs
+    assert "the stages left ≈ 24.8 min" in line
+    assert pace.finished("rlvr", 200.0).endswith("at the pace so far, 2.0× the first estimate, which assumed this "
+                                                 "machine stays as fast and as free of other work as when it "
+                                                 "measured its speed")
+    assert pace.finished("eval", 50.0) is None  # no figure: nothing to say
+    on_time = Pace({"warmup": 60.0, "rlvr": 60.0}, ["warmup", "rlvr"])
+    assert on_time.finished("warmup", 66.0) == "warmup took 66 s (estimated 60 s); the stages left ≈ 66 s at " \
+        "the pace so far"
