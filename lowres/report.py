@@ -62,21 +62,27 @@ def _label_order(name: str) -> tuple[int, str]:
     return (RUN_LABELS.index(arm) if arm in RUN_LABELS else len(RUN_LABELS), name)
 
 
-def collect(paths: list[Path]) -> Results:
-    """Results from `lowres eval` output folders and/or `lowres run` folders (runs/<name>)."""
-    results: Results = {}
+def result_folders(paths: list[Path]) -> dict[str, Path]:
+    """label → folder of each evaluated model in `lowres eval` output folders and/or `lowres run` folders
+    (runs/<name>: one label per model, <name>/<model>)."""
+    folders: dict[str, Path] = {}
     for path in map(Path, paths):
         if (path / "results.json").is_file():
-            results[path.name] = load_results(path)
+            folders[path.name] = path
         elif (path / "eval").is_dir():
             for label_dir in sorted((path / "eval").iterdir(), key=lambda p: _label_order(p.name)):
                 if (label_dir / "results.json").is_file():
-                    results[f"{path.name}/{label_dir.name}"] = load_results(label_dir)
+                    folders[f"{path.name}/{label_dir.name}"] = label_dir
         else:
             raise UserError(f"{path}: no results here (expected a `lowres eval --out` folder or a runs/<name> folder)")
-    if not results:
+    if not folders:
         raise UserError("no evaluation results found in " + ", ".join(map(str, paths)))
-    return results
+    return folders
+
+
+def collect(paths: list[Path]) -> Results:
+    """Results from `lowres eval` output folders and/or `lowres run` folders (runs/<name>)."""
+    return {label: load_results(folder) for label, folder in result_folders(paths).items()}
 
 
 def _bounds(result: EvalResult | None) -> tuple[float, float]:
@@ -89,23 +95,10 @@ def _bounds(result: EvalResult | None) -> tuple[float, float]:
 
 
 def sample_files(paths: list[Path]) -> dict[str, dict[str, Path]]:
-    """label → task → samples.jsonl, for the same folders and labels as `collect`."""
-    found: dict[str, dict[str, Path]] = {}
-
-    def add(label: str, folder: Path) -> None:
-        for result in load_results(folder):
-            samples = folder / result.task / "samples.jsonl"
-            if samples.is_file():
-                found.setdefault(label, {})[result.task] = samples
-
-    for path in map(Path, paths):
-        if (path / "results.json").is_file():
-            add(path.name, path)
-        elif (path / "eval").is_dir():
-            for label_dir in sorted((path / "eval").iterdir(), key=lambda p: _label_order(p.name)):
-                if (label_dir / "results.json").is_file():
-                    add(f"{path.name}/{label_dir.name}", label_dir)
-    return found
+    """label → task → samples.jsonl, for the same folders and labels as `collect` (a task's samples are in
+    the folder named after it)."""
+    return {label: {samples.parent.name: samples for samples in sorted(folder.glob("*/samples.jsonl"))}
+            for label, folder in result_folders(paths).items()}
 
 
 def source_labels(path: Path, labels: list[str]) -> list[str]:
