@@ -65,10 +65,11 @@ def step_needs(model, dtype: torch.dtype, rows: int, prompt: int, tokens: int) -
     prefill: the weights once, and each row's keys and values so far."""
     config = model.config
     size = torch.tensor([], dtype=dtype).element_size()
+    kv_size = 2 if dtype == torch.int8 else size  # int8 rollouts: int8 linear weights, a bf16 cache
     parameters = sum(p.numel() for p in model.parameters())  # a tied embedding is one tensor: counted once
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     context = prompt + (tokens + 1) / 2  # positions attended to, on average over the steps
-    kv_per_position = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * size
+    kv_per_position = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * kv_size
     attention_flops = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * context
     return {"weight_bytes": parameters * size, "kv_bytes": kv_per_position * context * rows,
             "flops": rows * (2 * parameters + attention_flops)}
@@ -81,7 +82,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--methods", default="lowres-bf16,lowres",
                         help="comma-separated: lowres-bf16 (GRPO's and evaluation's default on a CPU with native "
-                             "bf16), lowres (the model's fp32 weights), generate (transformers)")
+                             "bf16), lowres (the model's fp32 weights), lowres-int8 (rlvr.rollout_dtype: int8), "
+                             "generate (transformers)")
     parser.add_argument("--json", type=Path, help="also write every row's figures here")
     args = parser.parse_args()
     if args.tokens < 32:
@@ -97,7 +99,7 @@ def main() -> None:
     never = {-1}  # no stop token: every row runs the full length
 
     def method(name: str, enc):
-        dtype = {"lowres-bf16": torch.bfloat16}.get(name)
+        dtype = {"lowres-bf16": torch.bfloat16, "lowres-int8": torch.int8}.get(name)
         if name == "generate":
             def run(n):
                 with torch.no_grad():
@@ -126,7 +128,9 @@ def main() -> None:
             per_step = (_timed(lambda run=run: run(args.tokens + 1)) - prefill) / args.tokens
             needs = step_needs(model, dtype, rows_n, enc["input_ids"].shape[1], args.tokens)
             moved = needs["weight_bytes"] + needs["kv_bytes"]
-            memory_bound, compute_bound = moved / bandwidth, needs["flops"] / speed.get(dtype, speed[torch.float32])
+            # int8 weights are multiplied in bf16 (dequantized per block): bf16's matmul speed bounds them
+            compute_speed = speed[torch.bfloat16] if dtype == torch.int8 else speed.get(dtype, speed[torch.float32])
+            memory_bound, compute_bound = moved / bandwidth, needs["flops"] / compute_speed
             row = {"method": name, "rows": rows_n, "dtype": str(dtype).removeprefix("torch."),
                    "prompt_tokens": enc["input_ids"].shape[1], "ms_per_step": 1000 * per_step,
                    "prefill_s": prefill, "tokens_per_s": rows_n / per_step, **needs,

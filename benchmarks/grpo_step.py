@@ -2,7 +2,7 @@
 
     python benchmarks/grpo_step.py [--steps 3] [--prompts 8] [--generations 4] [--tokens 256] [--micro-batch 8]
                                    [--rollout-dtype auto|model|bf16] [--loss-dtype auto|model|bf16]
-                                   [--trl-bf16] [--reward task|varied]
+                                   [--trl-bf16 | --trl-defaults] [--reward task|varied]
                                    [--model embedded:smollm2-135m | --model-config qwen2.5-1.5b] [--device cuda]
 
 Both trainers get the same model (two copies with the same LoRA initialisation), the same K&K prompts
@@ -121,6 +121,8 @@ def main() -> None:
                         help="lowres's rlvr.loss_dtype")
     parser.add_argument("--trl-bf16", action="store_true",
                         help="give plain TRL bf16=True (its mixed precision) on an fp32 model")
+    parser.add_argument("--trl-defaults", action="store_true",
+                        help="give plain TRL GRPOConfig's own defaults: bf16=True and gradient_checkpointing=True")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--model", default="embedded:smollm2-135m")
     parser.add_argument("--model-config", help="a random model of this shape instead (see lowres bench)")
@@ -158,6 +160,8 @@ def main() -> None:
             config = grpo_config(recipe, hw, Path(tmp) / name, checkpointing)
             if name == "trl" and args.trl_bf16:
                 config = dataclasses.replace(config, bf16=True)  # TRL's own mixed precision, as a user could set it
+            if name == "trl" and args.trl_defaults:  # GRPOConfig's own defaults where they differ from lowres's
+                config = dataclasses.replace(config, bf16=True, gradient_checkpointing=True)
             cls = lowres_grpo_trainer(recipe, hw) if name == "lowres" else GRPOTrainer
             trainer = cls(model=model, reward_funcs=rewards, args=config, train_dataset=dataset,
                           processing_class=tok)
@@ -175,10 +179,12 @@ def main() -> None:
 
     rollout, loss_in = rollout_dtype(args.rollout_dtype, hw), loss_dtype(args.loss_dtype, hw)
     sampled_in = str(rollout).removeprefix("torch.") if rollout else hw.dtype
+    trl_precision = ("bf16 autocast, gradient checkpointing on" if args.trl_defaults
+                     else "bf16 autocast" if args.trl_bf16 else hw.dtype)
     loss_in = str(loss_in).removeprefix("torch.") if loss_in else hw.dtype
     print(f"{args.model_config or args.model} on {hw.device} ({hw.gpu_name or f'{torch.get_num_threads()} threads'}), "
           f"{hw.dtype} (lowres samples in {sampled_in}, loss in {loss_in}; plain TRL in "
-          f"{'bf16 autocast' if args.trl_bf16 else hw.dtype}); "
+          f"{trl_precision}); "
           f"{args.prompts} prompts × {args.generations} completions (micro-batches of {args.micro_batch}), "
           f"≤{args.tokens} new tokens, "
           f"LoRA r={args.lora_r}, {args.reward} reward, gradient checkpointing {'on' if checkpointing else 'off'}; "

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from lowres import __version__
+from lowres import __version__, artifacts
 from lowres.artifacts import is_disk_full, output_file, output_folder
 from lowres.bench import MODEL_CONFIGS
 from lowres.errors import UserError
@@ -881,29 +881,39 @@ def chat(target, adapter, system, no_system, max_new_tokens, temperature, seed) 
 @click.argument("recipe_file", required=False, metavar="[RECIPE]")
 @set_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and the resolved recipe; load nothing.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --dry-run: also write the plan (every step, its fingerprint, status and why, what it reads "
+                   "and writes, its time estimate) here as JSON.")
 @click.option("--force", "force", multiple=True, type=click.Choice(list(STAGES)),
               metavar="STAGE", help="Run STAGE again even if it is done, and every stage that depends on it "
                                     "(repeatable).")
 @processes_option
-def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, force: tuple[str, ...],
-        num_processes: int | None) -> None:
+def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, json_path: Path | None,
+        force: tuple[str, ...], num_processes: int | None) -> None:
     """Run a recipe's stages in order. With no RECIPE: the offline demo on the embedded model."""
-    from lowres.pipeline import DEFAULT_RECIPE, plan, rerun_set, run_recipe
+    from lowres.pipeline import DEFAULT_RECIPE, execute, make_plan, rerun_set
 
     recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides, num_processes)
     rerun_set(recipe, force)  # an unknown --force stage fails here, before anything runs
+    if json_path and not dry_run:
+        raise click.UsageError("--json writes the plan of a --dry-run; add --dry-run")
     if dry_run:
+        import json
+
         from lowres.estimate import describe
 
-        console.print(plan(recipe, force))
-        for line in describe(recipe):
+        plan = make_plan(recipe, force)
+        console.print(plan.table())
+        for line in (*plan.time_lines, *describe(recipe)):
             console.print(line)
+        if json_path:
+            artifacts.write_text(json_path, json.dumps(plan.to_dict(), indent=2) + "\n")
         click.echo(dump_recipe(recipe), nl=False)
         return
     from lowres.runlock import run_folder_lock
 
     with run_folder_lock(recipe.run_dir):
-        run_recipe(recipe, force)
+        execute(make_plan(recipe, force))  # the plan is made under the lock: no other run changes what it read
 
 
 # ---------------------------------------------------------------- bench
@@ -922,14 +932,20 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, forc
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write the figures here; at runs/<name>/bench.json `lowres run` uses them for its time "
                    "estimate.")
-def bench(recipe_file, overrides, steps, stages, backend, model_config, json_path) -> None:
+@click.option("--gpu-memory", type=click.FloatRange(min=0, min_open=True), metavar="GIB",
+              help="Cap each stage's GPU memory at GIB, as on a card that size: a stage that needs more fails as "
+                   "not fitting (sets LOWRES_GPU_MEMORY_GIB, which every lowres command honours).")
+def bench(recipe_file, overrides, steps, stages, backend, model_config, json_path, gpu_memory) -> None:
     """Measure a recipe on this machine: a few real steps of each stage, per backend — step time,
     tokens/s, peak memory, whether it fits, and the whole recipe's estimated wall time."""
     import json
 
     from lowres import bench as b
+    from lowres.hardware import MEMORY_CAP
     from lowres.pipeline import DEFAULT_RECIPE
 
+    if gpu_memory is not None:  # every stage process applies it (lowres.hardware.detect), as on a card that size
+        os.environ[MEMORY_CAP] = f"{gpu_memory:g}"
     recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides)
     if json_path is not None:
         output_file(json_path, "figures file")

@@ -20,6 +20,9 @@ model carries a LoRA adapter:
   are put back untouched afterwards. It can also make the copies bf16: a decoding step is bound by the
   bytes of weights and KV cache it reads (on the 2-core dev machine, about 5 GB/s at 32 rows), so
   bf16 rollouts of an fp32 model decode about twice as fast where the CPU multiplies bf16 natively.
+  With `torch.int8` it samples from int8 weight-only copies of the linear layers (one scale per output
+  row; half the bytes of bf16 again), and `sample_batch(..., with_logprobs=True)` returns each sampled
+  token's log-probability under the sampler, for GRPO's importance-sampling correction (rlvr.py).
 """
 from __future__ import annotations
 
@@ -187,13 +190,45 @@ def _grouped_attention(model):
         base.set_attn_implementation(before)
 
 
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 weight-only quantization with one scale per output row: (int8 weight, fp32 scales),
+    weight ≈ int8 · scale[:, None]. The round-off is at most half a step (max |row| / 254) per entry."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+def _int8_linear(weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    """A forward for an nn.Linear that multiplies by an int8 weight (rows scaled by `scale`)."""
+    kernel = getattr(torch, "_weight_int8pack_mm", None)  # torch's CPU int8 weight-only matmul
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).contiguous()
+        if kernel is not None and x.device.type == "cpu":
+            out = kernel(flat, weight, scale.to(x.dtype))
+        else:  # no kernel: the same product, dequantized per call (slow, exact to the same rounding)
+            out = F.linear(flat, weight.to(x.dtype) * scale.to(x.dtype)[:, None])
+        out = out.view(*x.shape[:-1], weight.shape[0])
+        return out if bias is None else out + bias.to(out.dtype)
+
+    return forward
+
+
 @contextlib.contextmanager
 def rollout_weights(model, dtype: torch.dtype | None = None):
     """Sample from W + scale·B·A in place of W plus the adapter path, for every LoRA linear layer
     whose base weight is a plain float tensor (not 4-bit, where merging would round), and, with
     `dtype`, from copies of all floating-point weights in that dtype (bf16 rollouts of an fp32 model:
-    half the bytes read per decoding step). The copies are new tensors; the original ones are put
-    back on exit, bit for bit."""
+    half the bytes read per decoding step). dtype torch.int8: every nn.Linear multiplies by an int8
+    copy of its (merged) weight (`int8_rows`) and the other weights are copied to bf16 where the CPU
+    multiplies bf16 natively (else kept). The copies are new tensors; the original ones are put back
+    on exit, bit for bit."""
+    if dtype == torch.int8:
+        from lowres.hardware import cpu_has_native_bf16
+
+        with rollout_weights(model, torch.bfloat16 if cpu_has_native_bf16() else None), _int8_linears(model):
+            yield
+        return
     base = _unwrapped(model)
     lora = [m for m in model.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")
             and not getattr(m, "merged", False) and len(getattr(m, "active_adapters", ())) == 1
@@ -230,27 +265,54 @@ def rollout_weights(model, dtype: torch.dtype | None = None):
             module._parameters[name] = param
 
 
+@contextlib.contextmanager
+def _int8_linears(model):
+    """Every plain nn.Linear of the model (inside `rollout_weights`, so LoRA is already folded into its
+    weight and the adapters are off) multiplies by an int8 copy of its current weight until exit."""
+    linears = [m for m in _unwrapped(model).modules() if type(m) is torch.nn.Linear]
+    try:
+        with torch.no_grad():
+            for layer in linears:
+                layer.forward = _int8_linear(*int8_rows(layer.weight), layer.bias)
+        yield
+    finally:
+        for layer in linears:
+            layer.__dict__.pop("forward", None)  # back to the class's forward
+
+
 def _room_for_copies(params: list[torch.Tensor], dtype: torch.dtype | None) -> bool:
     """On a GPU, copy only when the copies fit in free memory with room to spare."""
     if not params or params[0].device.type != "cuda":
         return True
-    needed = sum(p.numel() * (torch.finfo(dtype).bits // 8 if dtype else p.element_size()) for p in params)
-    return torch.cuda.mem_get_info(params[0].device)[0] > 2 * needed
+    from lowres.hardware import memory_cap_gib
+
+    size = (1 if dtype == torch.int8 else torch.finfo(dtype).bits // 8) if dtype else None
+    needed = sum(p.numel() * (size or p.element_size()) for p in params)
+    free = torch.cuda.mem_get_info(params[0].device)[0]
+    cap = memory_cap_gib()  # under a cap, what is left below it (the card itself has more)
+    if cap is not None:
+        free = min(free, cap * 2**30 - torch.cuda.memory_reserved(params[0].device))
+    return free > 2 * needed
 
 
 @torch.no_grad()
 def sample_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
                  stop_ids: set[int], temperature: float, top_p: float = 1.0, top_k: int = 0,
-                 generator: torch.Generator | None = None, rollout_dtype: torch.dtype | None = None
-                 ) -> list[list[int]]:
+                 generator: torch.Generator | None = None, rollout_dtype: torch.dtype | None = None,
+                 with_logprobs: bool = False):
     """New token ids for each row of a left-padded batch, each up to and including its first stop token.
-    rollout_dtype: sample from a copy of the weights in this dtype (see `rollout_weights`)."""
+    rollout_dtype: sample from a copy of the weights in this dtype (see `rollout_weights`).
+    with_logprobs: return (token ids, log-probabilities), the second the log-probability of each sampled
+    token under the sampler's softmax at `temperature` (before top-k / top-p, as TRL scores the trained
+    model's tokens), for importance sampling."""
     with _grouped_attention(model), rollout_weights(model, rollout_dtype):
-        return _sample_batch(model, input_ids, attention_mask, max_new_tokens, stop_ids, temperature, top_p, top_k,
-                             generator)
+        tokens, logprobs = _sample_batch(model, input_ids, attention_mask, max_new_tokens, stop_ids, temperature,
+                                         top_p, top_k, generator, with_logprobs)
+    return (tokens, logprobs) if with_logprobs else tokens
 
 
-def _sample_batch(model, input_ids, attention_mask, max_new_tokens, stop_ids, temperature, top_p, top_k, generator):
+def _sample_batch(model, input_ids, attention_mask, max_new_tokens, stop_ids, temperature, top_p, top_k, generator,
+                  with_logprobs=False):
     batch = input_ids.shape[0]
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
@@ -270,9 +332,14 @@ def _sample_batch(model, input_ids, attention_mask, max_new_tokens, stop_ids, te
     next_position = position_ids[:, -1] + 1
     rows = torch.arange(batch)  # which original rows are still generating
     steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their tokens) per step, read back at the end
+    logprobs: list[torch.Tensor] = []  # with_logprobs: the sampled tokens' log-probabilities, per step
     stop = torch.tensor(sorted(stop_ids), device=input_ids.device)
     for step in range(max_new_tokens):
-        token = sample_next_token(out.logits[:, -1, :], temperature, top_p, top_k, generator)
+        logits = out.logits[:, -1, :]
+        token = sample_next_token(logits, temperature, top_p, top_k, generator)
+        if with_logprobs:
+            scaled = logits.float() / temperature if temperature > 0 else logits.float()
+            logprobs.append(scaled.log_softmax(-1).gather(-1, token.unsqueeze(-1)).squeeze(-1))
         steps.append((rows, token))
         if step == max_new_tokens - 1:
             break
@@ -294,4 +361,9 @@ def _sample_batch(model, input_ids, attention_mask, max_new_tokens, stop_ids, te
     all_tokens = torch.cat([t for _, t in steps]).tolist()
     for row, t in zip(all_rows, all_tokens, strict=True):
         new_tokens[row].append(t)
-    return new_tokens
+    if not with_logprobs:
+        return new_tokens, None
+    new_logprobs: list[list[float]] = [[] for _ in range(batch)]
+    for row, lp in zip(all_rows, torch.cat(logprobs).tolist(), strict=True):
+        new_logprobs[row].append(lp)
+    return new_tokens, new_logprobs

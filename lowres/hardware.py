@@ -177,6 +177,41 @@ MULTI_PROCESS_BACKEND = ("transformers+PEFT under DDP (accelerate launch): lowre
                          "multi-GPU path is not shown to work with lowres's stages")
 
 
+MEMORY_CAP = "LOWRES_GPU_MEMORY_GIB"  # the environment variable of the GPU memory cap (`lowres bench --gpu-memory`)
+
+
+def memory_cap_gib() -> float | None:
+    """The GPU memory cap this process runs under, in GiB ($LOWRES_GPU_MEMORY_GIB), or None."""
+    import os
+
+    raw = os.environ.get(MEMORY_CAP, "").strip()
+    if not raw:
+        return None
+    try:
+        cap = float(raw)
+    except ValueError:
+        cap = 0.0
+    if not cap > 0:
+        raise UserError(f"{MEMORY_CAP}={raw!r}: give the GPU memory to cap at in GiB, a number above 0 (e.g. 22.5)")
+    return cap
+
+
+def apply_memory_cap(total_gib: float) -> float | None:
+    """Cap this process's GPU memory at $LOWRES_GPU_MEMORY_GIB (of a card with `total_gib`): beyond it an
+    allocation fails as out of memory, as on a card that size. torch's per-process memory fraction, not the
+    allocator's configuration, which Unsloth sets for itself (gpu-desk-check-3). Returns the cap (None: none)."""
+    import torch
+
+    cap = memory_cap_gib()
+    if cap is None:
+        return None
+    if cap > total_gib:
+        raise UserError(f"{MEMORY_CAP}={cap:g} GiB is more than this GPU has ({total_gib:.1f} GiB): unset it, or "
+                        "give a smaller cap")
+    torch.cuda.set_per_process_memory_fraction(cap / total_gib, 0)
+    return cap
+
+
 def detect(requested_dtype: str = "auto", requested_backend: str = "auto", processes: int = 1) -> Hardware:
     """Look at the machine and choose device, backend and dtype, with the reasons. `processes`: how many
     processes the stage runs as (recipe num_processes)."""
@@ -189,6 +224,10 @@ def detect(requested_dtype: str = "auto", requested_backend: str = "auto", proce
         props = torch.cuda.get_device_properties(0)
         gpu_name, vram = props.name, props.total_memory / 2**30
         bf16 = gpu_has_bf16()
+        cap = apply_memory_cap(vram)
+        if cap is not None:  # reported as the card's memory: every decision that reads it sees the cap
+            reasons.append(f"GPU memory capped at {cap:g} GiB of {vram:.1f} ({MEMORY_CAP})")
+            vram = cap
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         device, bf16 = "mps", False
     else:
@@ -283,15 +322,26 @@ def package_versions() -> dict[str, str | None]:
 
 
 def rollout_dtype(choice: str, hw: Hardware):
-    """The torch dtype to sample in (GRPO completions, evaluation), or None for the model's own (see
-    RlvrSection.rollout_dtype); only lowres's sampling loop (transformers backend) can change it."""
+    """The torch dtype to sample GRPO's completions in, or None for the model's own (see
+    RlvrSection.rollout_dtype); only lowres's sampling loop (transformers backend) can change it.
+    torch.int8 means int8 weight-only linear layers (decode.rollout_weights)."""
     import torch
 
-    if hw.backend != "transformers" or hw.dtype == "bf16" or choice == "model":
+    if hw.backend != "transformers":
+        return None
+    if choice == "int8":
+        return torch.int8
+    if hw.dtype == "bf16" or choice == "model":
         return None
     if choice == "bf16" or (hw.device == "cpu" and hw.dtype == "fp32" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
+
+
+def evaluation_dtype(choice: str, hw: Hardware):
+    """The dtype evaluation-like sampling (the held-out curve) uses under rollout_dtype `choice`: as
+    `rollout_dtype`, except that int8 rollouts leave it exact weights (auto's choice)."""
+    return rollout_dtype("auto" if choice == "int8" else choice, hw)
 
 
 def loss_dtype(choice: str, hw: Hardware):

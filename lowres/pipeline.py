@@ -20,307 +20,121 @@ import shutil
 import time
 from pathlib import Path
 
-from rich.table import Table
-
 from lowres import artifacts
 from lowres.artifacts import read_json, require_free_space, write_json
-from lowres.errors import UserError
 from lowres.estimate import stage_disk_bytes
 from lowres.evaluate import EvalResult, load_results
-from lowres.fingerprint import (  # noqa: F401 - the run's models, used here and by bench
-    Arm,
-    arm_fingerprint,
-    arm_of,
-    eval_fingerprint,
-    eval_fingerprints,
-    eval_labels,
-    hub_revision,
-    made_by,
-    rlvr_arms,
-    stage_fingerprints,
-)
+from lowres.fingerprint import Arm, arm_of, eval_labels, rlvr_arms  # noqa: F401 - the run's models, also for bench
 from lowres.launch import run_stage
 from lowres.models import describe_model
+from lowres.plan import DONE, RunPlan, Step, make_plan, mark_done, rerun_set  # noqa: F401 - rerun_set: the CLI's
 from lowres.recipe import DEFAULT_RECIPE, RLVR_ARMS, TRAINING_STAGES, Recipe, dump_recipe
 from lowres.report import plot_comparison, plot_pass_at_k, plot_reward_curves, results_markdown, results_table
 from lowres.signal_check import summary_lines
+from lowres.timing import Pace
 from lowres.train.merge import adapter_is_unchanged
 from lowres.train.resume import set_aside_checkpoints
-from lowres.ui import console, counted
+from lowres.ui import console
 
-__all__ = ["DEFAULT_RECIPE", "adapter_is_unchanged", "plan", "run_recipe"]
-
-
-DONE = "done.json"
+__all__ = ["DEFAULT_RECIPE", "adapter_is_unchanged", "execute", "make_plan", "run_recipe"]
 
 
-def _done_record(folder: Path) -> dict | None:
-    record = read_json(folder / DONE)
-    return record if isinstance(record, dict) else None
-
-
-def _is_done(folder: Path, fingerprint: str) -> bool:
-    record = _done_record(folder)
-    return record is not None and record.get("fingerprint") == fingerprint
-
-
-def _mark_done(folder: Path, fingerprint: str, seconds: float, model_revision: str | None) -> None:
-    write_json(folder / DONE, {"fingerprint": fingerprint, "seconds": round(seconds, 1),
-                               "model_revision": model_revision})
-
-
-def _starts_from_merge(recipe: Recipe, stage: str) -> bool:
-    return stage in ("rlvr", "rlvr-random-reward") and recipe.rlvr.start_from == "warmup"
-
-
-def rerun_set(recipe: Recipe, force: tuple[str, ...] | list[str]) -> set[str]:
-    """The stages `--force` reruns: those named and everything downstream of them. Evaluations are
-    named `eval:<label>` (`--force eval` reruns every model's evaluation)."""
-    for stage in force:
-        if stage not in recipe.stages:
-            raise UserError(f"--force {stage}: not one of this recipe's stages ({', '.join(recipe.stages)})")
-    rerun = set(force)
-    if "warmup" in rerun and "merge" in recipe.stages:
-        rerun.add("merge")
-    if "merge" in rerun:
-        rerun |= {stage for stage in RLVR_ARMS if stage in recipe.stages and _starts_from_merge(recipe, stage)}
-    for label in eval_labels(recipe):
-        if "eval" in rerun or made_by(label) in rerun:
-            rerun.add(f"eval:{label}")
-    return rerun
-
-
-def _revision_changed(recipe: Recipe, stages: list[str]) -> list[str]:
-    """Stages done with a hub model whose cached revision has moved since (a newer download)."""
-    now = hub_revision(recipe.model.name_or_path)
-    if now is None:
-        return []
-    return [s for s in stages if (_done_record(recipe.run_dir / s) or {}).get("model_revision") not in (None, now)]
-
-
-def plan(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> Table:
-    """What `run` would do, without loading anything."""
-    table = Table(title=f"plan: {recipe.name} ({recipe.source})", title_justify="left")
-    for column in ("stage", "what", "output"):
-        table.add_column(column)
-    target = recipe.data.target
-    fingerprints = stage_fingerprints(recipe)
-    rerun = rerun_set(recipe, force)
-    limit = recipe.eval.limit
-    limit_text = (f", {limit} questions" if isinstance(limit, int)
-                  else ", questions " + ", ".join(f"{t}: {n}" for t, n in limit.items()) if limit else "")
-    from lowres.hardware import resolve_load_in_4bit
-
-    four_bit, four_bit_why = resolve_load_in_4bit(recipe.warmup.load_in_4bit)
-    notes = []
-    examples, counted_later, candidates = target.n_examples, None, None
-    if "rlvr" in recipe.stages:  # the rows GRPO will train on, counted now (data only, no model)
-        from lowres.tasks.data import DataNotLocal, local_only
-        from lowres.train.examples import rlvr_examples
-
-        try:
-            # Only from data on this machine: a plan must not wait on the Hub (the stage downloads it).
-            with local_only():
-                chosen = rlvr_examples(recipe)
-                if target.select == "informative":  # the data may hold fewer: the plan shows what is sampled
-                    candidates = len(rlvr_examples(recipe, target.select_pool or 2 * target.n_examples).rows)
-            examples = len(chosen.rows)
-            notes = [f"[yellow]rlvr: {note}[/yellow]" for note in chosen.notes()]
-        except DataNotLocal as e:
-            from rich.markup import escape
-
-            counted_later = str(e)
-            notes = [f"[yellow]rlvr: {escape(counted_later)}, so the training rows are counted when the stage runs "
-                     f"(which downloads them); the plan shows data.target.n_examples ({target.n_examples})[/yellow]"]
-    what = {
-        "warmup": f"{'QLoRA' if four_bit else 'LoRA'} SFT on {recipe.data.warmup.source} traces "
-                  f"({'4-bit' if four_bit else '16-bit'} base"
-                  f"{'' if four_bit_why == 'asked for' else '; load_in_4bit ' + four_bit_why}); "
-                  f"{warmup_batch_text(recipe)}",
-        "merge": "merge the warmup adapter into the 16-bit base",
-        "rlvr": f"GRPO on {counted(examples, target.task + ' example')}"
-                f"{' (as configured: counted when the stage runs)' if counted_later else ''} from the "
-                f"{recipe.rlvr.start_from} model; "
-                f"{rlvr_batch_text(recipe)}",
-        "rlvr-no-warmup": "the same GRPO from the base model (the no-warmup baseline)",
-        "rlvr-random-reward": "the same GRPO as rlvr, rewarded by a seeded coin flip (the spurious-reward control)",
-        "eval": f"{', '.join(recipe.eval.tasks)} × {recipe.eval.n_samples} samples{limit_text}"
-                + f"; models: {', '.join(eval_labels(recipe))}",
-    }
-    if "rlvr" in recipe.stages and recipe.rlvr.signal_check != "off":
-        what["rlvr"] += f"; signal check first ({recipe.rlvr.signal_check})"
-    if "rlvr" in recipe.stages and target.select == "informative":
-        pool = target.select_pool or 2 * target.n_examples
-        if candidates is None:  # the data is not here yet: the pool as configured
-            candidates = pool
-        what["rlvr"] += f"; informative selection from {candidates} candidates"
-        if target.select_pool and candidates < target.select_pool:
-            notes.append(f"[yellow]rlvr: data.target.select_pool is {target.select_pool}, but the training rows "
-                         f"hold {candidates} (after leaving out the evaluation's questions): the informative "
-                         f"selection samples those {candidates}[/yellow]")
-    arms = rlvr_arms(recipe)
-    for stage in recipe.stages:
-        for name, folder_fp in _stage_rows(recipe, stage, fingerprints, arms):
-            folder = recipe.run_dir / name
-            note = ""
-            if stage in rerun:
-                note = " [yellow](--force: runs again)[/yellow]"
-            elif folder_fp and _is_done(folder, folder_fp):
-                note = " [green](done, will skip)[/green]"
-            table.add_row(name, what[stage] + note, str(folder))
-    if arms:  # which seed GRPO gets, so an empty `seeds:` says what it means
-        notes.append(f"GRPO seeds {', '.join(map(str, recipe.seeds))}: each RLVR arm runs once per seed" if recipe.seeds
-                     else f"GRPO seed {recipe.seed} (seeds: [], so each RLVR arm runs once, with seed)")
-    table.caption = "\n".join([f"model: {describe_model(recipe.model.name_or_path)}", *notes])
-    if recipe.num_processes > 1:
-        from lowres.hardware import MULTI_PROCESS_BACKEND
-
-        table.caption += (f"\nwarmup and rlvr: {recipe.num_processes} processes, backend {MULTI_PROCESS_BACKEND}; "
-                          "merge and eval: one process")
-    return table
-
-
-def _stage_rows(recipe: Recipe, stage: str, fingerprints: dict[str, str], arms: list[Arm]) -> list[tuple[str, str]]:
-    """(folder name, fingerprint) of each run of a stage: one, or one per seed for an RLVR arm."""
-    if stage in RLVR_ARMS:
-        return [(arm.name, arm_fingerprint(recipe, arm.stage, arm.seed)) for arm in arms if arm.stage == stage]
-    return [(stage, fingerprints.get(stage))]
-
-
-def _global_batch(per_device: int, steps: int, processes: int) -> tuple[int, str]:
-    parts = [f"{per_device} per device", counted(steps, "accumulation step")]
-    if processes > 1:
-        parts.append(f"{processes} processes")
-    return per_device * steps * processes, " × ".join(parts)
-
-
-def warmup_batch_text(recipe: Recipe) -> str:
-    """The warmup's global batch and what makes it, for the plan."""
-    total, parts = _global_batch(recipe.warmup.per_device_train_batch_size, recipe.warmup.gradient_accumulation_steps,
-                                 recipe.num_processes)
-    return f"global batch {total} traces = {parts}"
-
-
-def rlvr_batch_text(recipe: Recipe) -> str:
-    """GRPO's global batch per optimizer step: prompts × completions each, and what makes it."""
-    cfg = recipe.rlvr
-    total, parts = _global_batch(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, recipe.num_processes)
-    prompts = total // cfg.num_generations
-    return f"global batch {total} = {prompts} prompts × {cfg.num_generations} completions ({parts})"
-
-
-def _start_over(recipe: Recipe, name: str, why: str) -> None:
-    """Make a stage (or one model's eval, `eval:<label>`) run again from scratch."""
-    if name.startswith("eval:"):
-        folder = recipe.run_dir / "eval" / name.split(":", 1)[1]
-        if folder.exists():
-            shutil.rmtree(folder)
+def _start_over(step: Step) -> None:
+    """Make a forced step run again from scratch: its done marker (and an evaluation's results) gone, a
+    training stage's checkpoints set aside."""
+    if step.kind == "eval":
+        if step.folder.exists():
+            shutil.rmtree(step.folder)
         return
-    folders = ([recipe.run_dir / arm.name for arm in rlvr_arms(recipe) if arm.stage == name] if name in RLVR_ARMS
-               else [recipe.run_dir / name])
-    for folder in folders:
-        (folder / DONE).unlink(missing_ok=True)
-        if name in TRAINING_STAGES:
-            set_aside_checkpoints(folder, name, why)
+    (step.folder / DONE).unlink(missing_ok=True)
+    if step.kind in TRAINING_STAGES:
+        set_aside_checkpoints(step.folder, step.kind, "are set aside (--force)" if step.why.startswith("--force")
+                              else f"are set aside: {step.why}")
 
 
 def run_recipe(recipe: Recipe, force: tuple[str, ...] | list[str] = ()) -> dict[str, list[EvalResult]]:
-    """Run the recipe's stages in order, each in its own child process (see lowres.launch); returns
-    eval results by model label (base, warmup, rlvr). Fingerprints and done markers stay here.
+    """Plan the recipe's run (lowres.plan) and execute it; returns eval results by model label."""
+    return execute(make_plan(recipe, force))
 
-    force: stages to run again even when done (and everything downstream of them)."""
+
+def execute(plan: RunPlan) -> dict[str, list[EvalResult]]:
+    """Run a plan's steps in order, each stage in its own child process (see lowres.launch), skipping those
+    the plan found done; returns eval results by model label (base, warmup, rlvr, ...). Every fingerprint
+    and estimate comes from the plan: nothing is recomputed here."""
+    recipe = plan.recipe
     started = time.time()
-    console.print(plan(recipe, force))
+    console.print(plan.table())
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
-    rerun = rerun_set(recipe, force)
-    moved = _revision_changed(recipe, [s for s in ("warmup", "merge", "rlvr") if s in recipe.stages])
-    if moved:
-        console.print(f"[yellow]{recipe.model.name_or_path} has a newer download than the one {moved[0]} used: "
-                      "running it again[/yellow]")
-        rerun |= rerun_set(recipe, moved[:1])
-    for name in sorted(rerun):
-        _start_over(recipe, name, "are set aside (--force)" if name in force else "are set aside: an earlier "
-                    "stage runs again")
+    for step in plan.steps:
+        if step.status == "forced":
+            _start_over(step)
     # The children read the resolved recipe from here, so they run exactly what the plan showed.
     resolved = (recipe.run_dir / "recipe.yaml").resolve()
     artifacts.write_text(resolved, dump_recipe(recipe))
-    fingerprints = stage_fingerprints(recipe)
     run_dir = recipe.run_dir.resolve()
-    merged = run_dir / "merge"
-    pace = say_how_long(recipe, fingerprints)
+    for line in plan.time_lines:
+        console.print(line)
+    pace = Pace(dict(plan.estimated), [step.kind for step in plan.steps if step.runs])
+    flags = {"rlvr": [], "rlvr-no-warmup": ["--no-warmup"], "rlvr-random-reward": ["--random-reward"]}
 
-    def stage(name: str, fingerprint: str, args: list[str], kind: str | None = None) -> None:
-        folder = recipe.run_dir / name
-        if _is_done(folder, fingerprint):
-            console.print(f"[green]{name}: done before with the same inputs — skipped[/green] ({folder})")
-            return
-        console.rule(name)
-        kind = kind or name
-        require_free_space(recipe.run_dir, stage_disk_bytes(recipe, kind), f"the {name} stage")
+    def stage_args(step: Step) -> list[str]:
+        if step.kind == "warmup":
+            return ["warmup", str(resolved), "--out", str(run_dir / "warmup")]
+        if step.kind == "merge":
+            return ["merge", "--base", recipe.model.name_or_path, "--adapter", str(run_dir / "warmup" / "adapter"),
+                    "--out", str(run_dir / "merge"), "--dtype", recipe.model.dtype, "--tolerance",
+                    repr(recipe.merge.tolerance), "--verify-prompts", str(recipe.merge.verify_prompts)]
+        seed = [] if step.seed is None else ["--seed", str(step.seed)]
+        return ["rlvr", str(resolved), *flags[step.kind], *seed, "--out", str(run_dir / step.name)]
+
+    for step in plan.steps:
+        if step.kind == "eval":
+            continue
+        if not step.runs:
+            console.print(f"[green]{step.name}: done before with the same inputs — skipped[/green] ({step.folder})")
+            continue
+        console.rule(step.name)
+        require_free_space(recipe.run_dir, stage_disk_bytes(recipe, step.kind), f"the {step.name} stage")
         t0 = time.time()
-        trains = kind in TRAINING_STAGES
-        run_stage(name, args, processes=recipe.num_processes if trains else 1, folder=folder if trains else None)
-        _mark_done(folder, fingerprint, time.time() - t0, hub_revision(recipe.model.name_or_path))
-        if (line := pace.finished(kind, time.time() - t0)) is not None:
+        trains = step.kind in TRAINING_STAGES
+        run_stage(step.name, stage_args(step), processes=recipe.num_processes if trains else 1,
+                  folder=step.folder if trains else None)
+        mark_done(step, recipe, time.time() - t0)
+        if (line := pace.finished(step.kind, time.time() - t0)) is not None:
             console.print(line)
 
-    if "warmup" in recipe.stages:
-        stage("warmup", fingerprints["warmup"], ["warmup", str(resolved), "--out", str(run_dir / "warmup")])
-    if "merge" in recipe.stages:
-        stage("merge", fingerprints["merge"], [
-            "merge", "--base", recipe.model.name_or_path, "--adapter", str(run_dir / "warmup" / "adapter"),
-            "--out", str(merged), "--dtype", recipe.model.dtype, "--tolerance", repr(recipe.merge.tolerance),
-            "--verify-prompts", str(recipe.merge.verify_prompts)])
-    flags = {"rlvr": [], "rlvr-no-warmup": ["--no-warmup"], "rlvr-random-reward": ["--random-reward"]}
-    for arm in rlvr_arms(recipe):
-        seed = [] if arm.seed is None else ["--seed", str(arm.seed)]
-        stage(arm.name, arm_fingerprint(recipe, arm.stage, arm.seed),
-              ["rlvr", str(resolved), *flags[arm.stage], *seed, "--out", str(run_dir / arm.name)], kind=arm.stage)
-
     results: dict[str, list[EvalResult]] = {}
-    if "eval" in recipe.stages:
+    evaluations = [step for step in plan.steps if step.kind == "eval"]
+    if evaluations:
         console.rule("eval")
-        start = {"rlvr": "warmup" if recipe.rlvr.start_from == "warmup" else "base", "rlvr-no-warmup": "base"}
-        start["rlvr-random-reward"] = start["rlvr"]
-        refs = {"base": recipe.model.name_or_path, "warmup": str(merged)}
-        for label in eval_labels(recipe):
-            arm = arm_of(label, recipe)
-            if arm is None:
-                # The merged warmup model is the base when the warmup adapter never moved.
-                if label == "warmup" and "base" in results and adapter_is_unchanged(run_dir / "warmup" / "adapter"):
-                    results[label] = reuse_results(recipe, label, "base", results["base"])
-                else:
-                    results[label] = evaluate_stage_model(recipe, refs[label], None, label=label)
-                continue
-            adapter, same_as = run_dir / arm.name / "adapter", start[arm.stage]
-            if same_as in results and adapter_is_unchanged(adapter):
-                results[label] = reuse_results(recipe, label, same_as, results[same_as], arm.seed)
-            else:
-                results[label] = evaluate_stage_model(recipe, refs[same_as], adapter, label=label, seed=arm.seed)
+        for step in evaluations:
+            results[step.label] = _evaluate(plan, step, results)
         write_report(recipe, results)
     console.print(f"done in {time.time() - started:.0f} s → {recipe.run_dir}")
     return results
 
 
-def say_how_long(recipe: Recipe, fingerprints: dict[str, str]):
-    """Before the first stage: how long the stages that will run take here, from measured figures (lowres.timing).
-    Returns the Pace that re-estimates the rest as stages finish."""
-    from lowres.timing import Pace, estimate, estimate_lines
-
-    to_run, done = [], []
-    for name in recipe.stages:
-        if name == "eval":
-            finished = all(_is_done(recipe.run_dir / "eval" / label, fingerprint)
-                           for label, fingerprint in eval_fingerprints(recipe).items())
-            (done if finished else to_run).append(name)
-            continue
-        for folder, fingerprint in _stage_rows(recipe, name, fingerprints, rlvr_arms(recipe)):
-            (done if _is_done(recipe.run_dir / folder, fingerprint) else to_run).append(name)
-    result, unused = estimate(recipe, to_run, done)
-    for line in estimate_lines(recipe, result, unused):
-        console.print(line)
-    # the estimate is per stage, all of its runs together (an RLVR arm once per seed): the pace goes by run
-    return Pace({name: seconds / to_run.count(name) for name, seconds in result.seconds.items()}, to_run)
+def _evaluate(plan: RunPlan, step: Step, results: dict[str, list[EvalResult]]) -> list[EvalResult]:
+    """One evaluation step: skipped when done, the start model's scores when the model is its start model
+    unchanged (an adapter that never moved), else sampled in a child process."""
+    recipe, label = plan.recipe, step.label
+    if not step.runs:
+        console.print(f"[green]eval {label}: done before with the same inputs — skipped[/green]")
+        return load_results(step.folder)
+    run_dir = recipe.run_dir.resolve()
+    arm = arm_of(label, recipe)
+    start = "warmup" if recipe.rlvr.start_from == "warmup" else "base"
+    same_as = "base" if arm is None or arm.stage == "rlvr-no-warmup" else start
+    refs = {"base": recipe.model.name_or_path, "warmup": str(run_dir / "merge")}
+    if arm is None:
+        # The merged warmup model is the base when the warmup adapter never moved.
+        if label == "warmup" and "base" in results and adapter_is_unchanged(run_dir / "warmup" / "adapter"):
+            return reuse_results(recipe, step, "base", results["base"])
+        return evaluate_stage_model(recipe, step, refs[label], None)
+    adapter = run_dir / arm.name / "adapter"
+    if same_as in results and adapter_is_unchanged(adapter):
+        return reuse_results(recipe, step, same_as, results[same_as])
+    return evaluate_stage_model(recipe, step, refs[same_as], adapter)
 
 
 def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: str, out_dir: Path,
@@ -348,19 +162,13 @@ def eval_command(recipe: Recipe, model_ref: str, adapter: Path | None, label: st
     return args
 
 
-def evaluate_stage_model(recipe: Recipe, model_ref: str, adapter: Path | None, label: str,
-                         seed: int | None = None) -> list[EvalResult]:
-    """Evaluate one of the run's models on every eval task, in a child process; skipped when done with
-    the same inputs."""
-    out_root = recipe.run_dir / "eval" / label
-    fingerprint = eval_fingerprint(recipe, made_by(label), seed)
-    if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
-        console.print(f"[green]eval {label}: done before with the same inputs — skipped[/green]")
-        return load_results(out_root)
+def evaluate_stage_model(recipe: Recipe, step: Step, model_ref: str, adapter: Path | None) -> list[EvalResult]:
+    """Evaluate one of the run's models on every eval task, in a child process (an evaluation step of the plan)."""
     t0 = time.time()
-    run_stage(f"eval {label}", eval_command(recipe, model_ref, adapter, label, out_root.resolve(), seed))
-    _mark_done(out_root, fingerprint, time.time() - t0, hub_revision(recipe.model.name_or_path))
-    return load_results(out_root)
+    run_stage(f"eval {step.label}", eval_command(recipe, model_ref, adapter, step.label, step.folder.resolve(),
+                                                 step.seed))
+    mark_done(step, recipe, time.time() - t0)
+    return load_results(step.folder)
 
 
 def unchanged_text(label: str, same_as: str) -> str:
@@ -371,24 +179,20 @@ def unchanged_text(label: str, same_as: str) -> str:
             f"model — its scores are {same_as}'s")
 
 
-def reuse_results(recipe: Recipe, label: str, same_as: str, results: list[EvalResult],
-                  seed: int | None = None) -> list[EvalResult]:
-    """`label`'s scores when its model is `same_as`'s model unchanged: the same results, relabelled and
-    written to its eval folder, instead of sampling the same model twice."""
+def reuse_results(recipe: Recipe, step: Step, same_as: str, results: list[EvalResult]) -> list[EvalResult]:
+    """An evaluation step's scores when its model is `same_as`'s model unchanged: the same results, relabelled
+    and written to its eval folder, instead of sampling the same model twice."""
+    label = step.label
     console.print(f"[yellow]eval {unchanged_text(label, same_as)}[/yellow]")
-    out_root = recipe.run_dir / "eval" / label
-    fingerprint = eval_fingerprint(recipe, made_by(label), seed)
-    if _is_done(out_root, fingerprint) and (out_root / "results.json").is_file():
-        return load_results(out_root)
     reused = [dataclasses.replace(r, model=label, seconds=0.0) for r in results]
-    out_root.mkdir(parents=True, exist_ok=True)
+    step.folder.mkdir(parents=True, exist_ok=True)
     for r in results:  # the per-question samples too: the report's intervals are computed from them
         source = recipe.run_dir / "eval" / same_as / r.task / "samples.jsonl"
         if source.is_file():
-            (out_root / r.task).mkdir(exist_ok=True)
-            shutil.copyfile(source, out_root / r.task / "samples.jsonl")
-    write_json(out_root / "results.json", [dataclasses.asdict(r) for r in reused])
-    write_json(out_root / DONE, {"fingerprint": fingerprint, "seconds": 0.0, "same_as": same_as})
+            (step.folder / r.task).mkdir(exist_ok=True)
+            shutil.copyfile(source, step.folder / r.task / "samples.jsonl")
+    write_json(step.folder / "results.json", [dataclasses.asdict(r) for r in reused])
+    mark_done(step, recipe, 0.0, same_as=same_as)
     return reused
 
 

@@ -160,6 +160,11 @@ def _check_backend_settings(recipe: Recipe, stages: list[str]) -> None:
         if optim in CUDA_ONLY_OPTIMIZERS and hw.device != "cuda":
             raise _blame(recipe, f"{stage}.optim", f"{optim} is bitsandbytes' 8-bit optimizer and needs a CUDA GPU; "
                          f"this machine trains on {hw.device} (use adamw_torch_fused)")
+    int8_elsewhere = hw.device != "cpu" or hw.backend != "transformers"
+    if "rlvr" in training and recipe.rlvr.rollout_dtype == "int8" and int8_elsewhere:
+        raise _blame(recipe, "rlvr.rollout_dtype", f"int8 rollouts run lowres's own sampling loop on a CPU; this "
+                     f"machine trains on {hw.device} with the {hw.backend} backend: set auto (vLLM or bf16 on a "
+                     "GPU)")
     if hw.backend == "unsloth" and "rlvr" in training:
         for key in ("rollout_dtype", "loss_dtype"):
             if getattr(recipe.rlvr, key) == "bf16":

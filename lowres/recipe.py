@@ -194,10 +194,15 @@ class RLVRSection:
     format_reward_weight: float = _f(0.0, min=0.0, help="weight of an extra format reward")
     zero_variance_groups: Literal["keep", "skip"] = _f(
         "keep", help="skip: drop groups whose rewards are all equal (they carry no signal)")
-    rollout_dtype: Literal["auto", "model", "bf16"] = _f(
+    rollout_dtype: Literal["auto", "model", "bf16", "int8"] = _f(
         "auto", help="dtype the completions are sampled in (transformers backend): model: the training dtype; "
         "bf16: a bf16 copy of the weights; auto: bf16 when training in fp32 on a CPU that multiplies bf16 "
-        "natively (about twice as fast), else model")
+        "natively (about twice as fast), else model; int8 (CPU): int8 weight-only copies of the linear layers, "
+        "refreshed each step, with the loss corrected by truncated importance sampling "
+        "(rollout_importance_cap); the held-out curve and evaluation keep auto's weights")
+    rollout_importance_cap: float = _f(
+        2.0, min=1.0, help="with rollout_dtype int8, the cap C of each token's importance weight "
+        "min(π_train / π_sampler, C) (truncated importance sampling)")
     loss_dtype: Literal["auto", "model", "bf16"] = _f(
         "auto", help="dtype the loss's forward and backward compute in (autocast) when the model is fp32; the "
         "LoRA weights, their gradients and the optimizer stay fp32. auto: bf16 on a CPU that multiplies "

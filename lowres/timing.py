@@ -73,17 +73,20 @@ def _usable_bench(recipe: Recipe, hw) -> tuple[dict | None, str | None]:
     return report, None
 
 
-def estimate(recipe: Recipe, stages: list[str], done: list[str], gflops=None) -> tuple[Estimate, str | None]:
-    """The time each of `stages` (those that will run) takes here; `done`: those that will be skipped.
-    gflops: a function measuring this machine's fp32 matmul GFLOP/s (lowres.hardware.matmul_gflops), called at
-    most once. Returns the estimate and why the bench file was not used (None: used, or none there)."""
+def estimate(recipe: Recipe, stages: list[str], done: list[str], gflops=None,
+             keys: dict[str, str] | None = None) -> tuple[Estimate, str | None]:
+    """The time `stages` (those that will run, one entry per run: an RLVR arm once per seed; eval once, for
+    all its models) take here; `done`: those that will be skipped. gflops: a function measuring this machine's fp32
+    matmul GFLOP/s (lowres.hardware.matmul_gflops), called at most once. keys: each stage's fingerprint, as
+    the run plan holds them (default: computed, `stage_keys`). Returns the estimate and why the bench file
+    was not used (None: used, or none there)."""
     from lowres.hardware import detect
 
     if gflops is None:
         from lowres.hardware import matmul_gflops as gflops
     hw = detect(recipe.model.dtype, recipe.model.backend, recipe.num_processes)
     result = Estimate(done=list(done))
-    keys = stage_keys(recipe)
+    keys = keys or stage_keys(recipe)
     report, unused = _usable_bench(recipe, hw)
     bench_rows = {}
     if report is not None:

@@ -37,3 +37,16 @@ def test_the_constant_reward_stop_counts_one_step():
     guards.on_log(None, types.SimpleNamespace(global_step=1), control, logs={"reward": -2.0})
     assert control.should_training_stop
     assert guards.stopped_reason.startswith("mean reward stayed at -2.000 for 1 step: every group scores the same")
+
+
+def test_the_constant_reward_window_spans_a_resume():
+    """A run resumed after 2 of 3 constant-reward steps stops at the third, as the uninterrupted run would."""
+    from lowres.train.rlvr import SmallDataGuards
+
+    guards = SmallDataGuards(truncation_warn_fraction=1.0, max_completion_length=16, constant_steps=3)
+    resumed = types.SimpleNamespace(global_step=2, log_history=[{"reward": 0.5, "step": 1}, {"loss": 0.1},
+                                                                 {"reward": 0.5, "step": 2}])
+    control = types.SimpleNamespace(should_training_stop=False)
+    guards.on_train_begin(None, resumed, control)
+    guards.on_log(None, types.SimpleNamespace(global_step=3), control, logs={"reward": 0.5})
+    assert control.should_training_stop and guards.rewards == [0.5, 0.5, 0.5]

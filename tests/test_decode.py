@@ -190,3 +190,58 @@ def test_one_token_bf16_attention_reads_the_whole_cache_buffer_and_masks_its_unw
     reference = F.scaled_dot_product_attention(query.float(), keys.float(), values.float(), attn_mask=mask,
                                                enable_gqa=True).transpose(1, 2)
     torch.testing.assert_close(out.float(), reference, atol=2e-2, rtol=2e-2)
+
+
+def test_int8_rows_round_each_weight_to_half_a_step_of_its_row():
+    from lowres.decode import int8_rows
+
+    weight = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [3.0, 1.0, -0.01]])
+    q, scale = int8_rows(weight)
+    assert q.dtype == torch.int8 and q.abs().max() == 127
+    assert torch.allclose(scale, torch.tensor([1.0, 0.0, 3.0]) / 127, atol=1e-12)
+    assert q[0].tolist() == [64, -127, 32] and q[1].tolist() == [0, 0, 0] and q[2].tolist() == [127, 42, 0]
+    assert ((q.float() * scale[:, None] - weight).abs() <= scale[:, None] / 2 + 1e-7).all()
+
+
+def test_int8_rollouts_multiply_by_int8_rows_of_the_merged_weights_and_restore_everything(embedded_model):
+    from lowres.decode import int8_rows, rollout_weights
+
+    model, tokenizer = embedded_model
+    peft_model = _lora_model(model)
+    before = {name: p.detach().clone() for name, p in peft_model.named_parameters()}
+    q_proj = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    merged = q_proj.base_layer.weight + q_proj.get_delta_weight("default")
+    x = torch.randn(3, merged.shape[1])
+    enc = tokenizer(["Knights always tell the truth"], return_tensors="pt")
+    with torch.no_grad():
+        exact = peft_model(**enc).logits[0, -1].float()
+        with rollout_weights(peft_model, torch.int8):
+            q, scale = int8_rows(merged)
+            dtype = q_proj.base_layer.forward(x).dtype  # bf16 where the CPU multiplies it natively
+            expected = x.to(dtype).float() @ (q.float() * scale[:, None]).T
+            assert torch.allclose(q_proj.base_layer.forward(x.to(dtype)).float(), expected, rtol=0.02, atol=0.02)
+            rounded = peft_model(**enc).logits[0, -1].float()
+        after = peft_model(**enc).logits[0, -1].float()
+    # int8 rows move the logits a little (the same next word), and nothing is left behind on exit.
+    assert 0 < (rounded - exact).abs().max() < 0.1 * exact.abs().max() and rounded.argmax() == exact.argmax()
+    assert torch.equal(after, exact)
+    assert all(torch.equal(before[name], p) for name, p in peft_model.named_parameters())
+    assert not any("forward" in vars(m) for m in peft_model.modules())
+
+
+def test_sampled_log_probabilities_are_the_models_own_at_the_temperature(embedded_model):
+    """with_logprobs: each token's log-probability under the sampler is what a forward over prompt and
+    completion gives that token at the same temperature (the quantity TRL compares the trained model's with)."""
+    model, tokenizer = embedded_model
+    tokenizer.padding_side = "left"
+    enc = tokenizer(["The capital of France is", "1, 2,"], return_tensors="pt", padding=True)
+    tokens, logprobs = sample_batch(model, enc["input_ids"], enc["attention_mask"], 6, {tokenizer.eos_token_id},
+                                    temperature=0.7, generator=torch.Generator().manual_seed(0), with_logprobs=True)
+    assert [len(t) for t in tokens] == [len(lp) for lp in logprobs]
+    for row, (ids, lps) in enumerate(zip(tokens, logprobs, strict=True)):
+        prompt = enc["input_ids"][row][enc["attention_mask"][row].bool()]
+        full = torch.cat([prompt, torch.tensor(ids)]).unsqueeze(0)
+        with torch.no_grad():
+            logits = model(full).logits[0, len(prompt) - 1:-1].float() / 0.7
+        expected = logits.log_softmax(-1).gather(-1, torch.tensor(ids).unsqueeze(1)).squeeze(1)
+        assert torch.allclose(torch.tensor(lps), expected, atol=2e-3), (lps, expected.tolist())

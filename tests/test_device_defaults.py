@@ -55,10 +55,10 @@ def test_auto_counts_in_the_fingerprint_as_what_it_resolves_to(monkeypatch):
 
 
 def plan_text(recipe) -> str:
-    from lowres.pipeline import plan
+    from lowres.plan import make_plan
 
     wide = Console(width=400, record=True, file=io.StringIO())
-    wide.print(plan(recipe))
+    wide.print(make_plan(recipe, gflops=lambda: 180.0).table())
     return " ".join(re.sub("[│┃]", " ", wide.export_text()).split())
 
 

@@ -436,4 +436,8 @@ def test_a_backend_setting_that_cannot_be_honoured_is_refused_up_front(monkeypat
     monkeypatch.setattr(hardware, "detect", lambda *a, **k: h200)
     result = CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.rollout_dtype=bf16"])
     assert result.exit_code == 2 and "Unsloth's trainer ignores it" in result.output
+    result = CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.rollout_dtype=int8"])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].endswith(
+        "rlvr.rollout_dtype: int8 rollouts run lowres's own sampling loop on a CPU; this machine trains on cuda with "
+        "the unsloth backend: set auto (vLLM or bf16 on a GPU)")
     assert CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.optim=adamw_8bit"]).exit_code == 0

@@ -276,3 +276,55 @@ def test_merge_loads_the_base_straight_onto_the_gpu(monkeypatch, tmp_path):
     with pytest.raises(Loaded):
         merge.run_merge("Qwen/Qwen2.5-3B", tmp_path / "adapter", tmp_path / "merged")
     assert seen["device_map"] == {"": 0} and seen["dtype"] == torch.bfloat16
+
+
+def test_a_memory_cap_makes_an_80_gb_card_behave_as_a_24_gb_one(fake_gpu, monkeypatch):
+    """LOWRES_GPU_MEMORY_GIB caps the process through torch's per-process memory fraction, and every lowres
+    decision that reads the card's memory (detect(), `lowres env`) sees the cap."""
+    from lowres.cli import cli
+
+    fractions = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device=None: fractions.append(f))
+    fake_gpu("NVIDIA H100 80GB HBM3", 9, 0, 80)
+    monkeypatch.setenv("LOWRES_GPU_MEMORY_GIB", "22.5")
+    hw = detect()
+    assert hw.vram_gb == 22.5 and fractions == [22.5 / 80]
+    assert "GPU memory capped at 22.5 GiB of 80.0 (LOWRES_GPU_MEMORY_GIB)" in hw.reasons
+    result = CliRunner().invoke(cli, ["env"], terminal_width=200)
+    assert result.exit_code == 0 and "NVIDIA H100 80GB HBM3, 22.5 GiB" in result.output
+    for bad, said in [("lots", "'lots': give the GPU memory to cap at in GiB"), ("96", "96 GiB is more than this GPU")]:
+        monkeypatch.setenv("LOWRES_GPU_MEMORY_GIB", bad)
+        result = CliRunner().invoke(cli, ["env"])
+        assert result.exit_code == 2 and said in result.output
+
+
+def test_a_stage_past_the_cap_is_reported_as_not_fitting_with_the_settings_to_lower(monkeypatch):
+    """What a stage under the cap says when an allocation fails there (the real failure: tests/gpu)."""
+    from lowres.errors import OutOfMemory
+    from lowres.train.common import oom_guard
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: int(7.9 * 2**30))
+    monkeypatch.setenv("LOWRES_GPU_MEMORY_GIB", "8")
+    with pytest.raises(OutOfMemory) as caught:
+        with oom_guard("rlvr", {"rlvr.per_device_train_batch_size": 8, "rlvr.max_completion_length": 1024}, True):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert str(caught.value) == (
+        "rlvr: out of GPU memory at 7.9 GiB, under the 8 GiB cap (LOWRES_GPU_MEMORY_GIB): it does not fit a card "
+        "that size; lower rlvr.per_device_train_batch_size (8) or rlvr.max_completion_length (1024) (gradient "
+        "checkpointing is on)")
+
+
+def test_rollout_weight_copies_are_made_only_below_the_cap(monkeypatch):
+    """decode's merged/bf16 weight copies on a GPU: made when they fit what is free below the cap, not the card."""
+    from lowres import decode
+
+    weights = [torch.nn.Parameter(torch.zeros(1024, 1024))]  # 4 MiB fp32, 2 MiB as bf16 copies
+    monkeypatch.setattr(weights[0].__class__, "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (70 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: int(8 * 2**30 - 3 * 2**20))
+    assert decode._room_for_copies(weights, torch.bfloat16)  # no cap: 70 GiB free
+    monkeypatch.setenv("LOWRES_GPU_MEMORY_GIB", "8")
+    assert not decode._room_for_copies(weights, torch.bfloat16)  # 3 MiB left below the cap, 2 × 2 MiB needed
+    assert decode._room_for_copies(weights, torch.int8)  # 1 MiB of int8 copies: 2 × 1 MiB fits

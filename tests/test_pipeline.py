@@ -96,9 +96,11 @@ def test_force_shows_in_the_plan(tmp_path):
                                       f"output.dir={tmp_path}"])
     assert result.exit_code == 0, result.output
     plan = " ".join(re.sub("[│┃]", " ", result.output.split("name: demo")[0]).split())  # cells unwrapped
-    assert plan.count("(--force: runs again)") == 2  # merge, and rlvr which starts from the merged model
-    assert "into the 16-bit base (--force: runs again)" in plan
-    assert "4 completions (8 per device × 1 accumulation step); signal check first (warn) (--force: runs again)" in plan
+    assert plan.count("(--force: runs again)") == 1 and "into the 16-bit base (--force: runs again)" in plan
+    # rlvr starts from the merged model, and the evaluations of both
+    assert plan.count("(runs again: an earlier step runs again with --force merge)") == 3
+    assert ("4 completions (8 per device × 1 accumulation step); signal check first (warn) (runs again: an earlier "
+            "step runs again with --force merge)") in plan
 
 
 @pytest.mark.parametrize("seeds, said", [

@@ -71,8 +71,12 @@ def oom_guard(stage: str, settings: dict[str, object], gradient_checkpointing: b
 def _peak() -> str:
     import torch
 
+    from lowres.hardware import MEMORY_CAP, memory_cap_gib
+
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return f" at {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+        cap = memory_cap_gib()
+        under = f", under the {cap:g} GiB cap ({MEMORY_CAP}): it does not fit a card that size" if cap else ""
+        return f" at {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB{under}"
     return ""
 
 

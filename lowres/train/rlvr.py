@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from lowres.artifacts import disk_guard, output_folder
 from lowres.errors import UserError
 from lowres.fingerprint import arm_fingerprint, fingerprint
-from lowres.hardware import Hardware, detect, loss_dtype, rollout_dtype, vllm_placement
+from lowres.hardware import Hardware, detect, evaluation_dtype, loss_dtype, rollout_dtype, vllm_placement
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings
 from lowres.rewards import CoinFlipReward, reward_functions
@@ -65,6 +65,11 @@ class SmallDataGuards(TrainerCallback):
         self.rewards: list[float] = []
         self.stopped_reason: str | None = None
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Resumed from a checkpoint: the rewards logged before it (the trainer state's log history), so the
+        # constant-reward window spans the interruption as it would have without one.
+        self.rewards = [float(entry["reward"]) for entry in state.log_history if "reward" in entry]
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "reward" not in logs:
             return
@@ -85,14 +90,16 @@ class SmallDataGuards(TrainerCallback):
 
 
 def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtype=None,
-                   checkpoint_as_needed: bool = False, loss_dtype=None):
+                   checkpoint_as_needed: bool = False, loss_dtype=None, importance_cap: float | None = None):
     """TRL's GRPOTrainer (Unsloth's patched one when unsloth was imported first), optionally with
     zero-variance groups removed from the loss and with lowres's sampling loop in place of
     `model.generate` (faster, see benchmarks/grpo_step.py; transformers backend only), sampling in
     `rollout_dtype` (None: the model's), the loss's forward autocast to `loss_dtype` (None: the
     model's), each group's shared prompt run once in the loss's forward (`lean_generation`), and,
     with `checkpoint_as_needed`, gradient checkpointing switched on only for micro-batches whose
-    activations would not fit (CPU; see backend.py)."""
+    activations would not fit (CPU; see backend.py). With `importance_cap`, each completion token's
+    advantage is weighted by the truncated importance ratio min(π_train / π_sampler, cap) of its token
+    (`importance_weighted`): the correction for rollouts from weights other than the trained ones (int8)."""
     import contextlib
 
     import torch
@@ -105,6 +112,18 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.checkpointed_micro_batches = [0, 0]  # [without, with] gradient checkpointing (as needed)
+            self._awaiting_importance = None  # the micro-batch whose advantages the loss's log-probs will weight
+            self._importance_stats: list[torch.Tensor] = []  # per micro-batch: ratio sum, max, tokens, capped
+
+        def log(self, logs, *args, **kwargs):
+            if self._importance_stats and "loss" in logs:  # a training step's log: the ratios since the last
+                total, peak, tokens, capped = torch.stack(self._importance_stats).T
+                self._importance_stats = []
+                self._metrics["train"].update({  # TRL averages each list into the log
+                    "rollout/importance_ratio_mean": [float(total.sum() / tokens.sum().clamp(min=1))],
+                    "rollout/importance_ratio_max": [float(peak.max())],
+                    "rollout/importance_capped_share": [float(capped.sum() / tokens.sum().clamp(min=1))]})
+            super().log(logs, *args, **kwargs)
 
         def _get_train_sampler(self, *args, **kwargs):
             return epoch_seeded(super()._get_train_sampler(*args, **kwargs))
@@ -136,12 +155,15 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
                 was_training = model.training
                 model.eval()
                 try:
-                    completions = sample_batch(model, input_ids, mask, self.max_completion_length,
-                                               set(self.eos_token_ids), self.temperature, self.top_p or 1.0,
-                                               self.top_k or 0, rollout_dtype=rollout_dtype)
+                    sampled = sample_batch(
+                        model, input_ids, mask, self.max_completion_length, set(self.eos_token_ids), self.temperature,
+                        self.top_p or 1.0, self.top_k or 0, rollout_dtype=rollout_dtype,
+                        with_logprobs=importance_cap is not None)
                 finally:
                     model.train(was_training)
-            return completions, None
+            # With the correction, TRL carries the sampler's log-probs to the loss as
+            # inputs["sampling_per_token_logps"].
+            return sampled if importance_cap is not None else (sampled, None)
 
         def _compute_loss(self, model, inputs):
             # Rows whose advantage is exactly 0 add exactly 0 to the loss and its gradient (with beta 0
@@ -156,8 +178,16 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
                 self.checkpointed_micro_batches[on] += 1
             autocast = (torch.autocast(self.accelerator.device.type, dtype=loss_dtype) if loss_dtype
                         else contextlib.nullcontext())
-            with autocast:
-                loss = super()._compute_loss(model, subset)
+            if importance_cap is not None and "sampling_per_token_logps" in subset:
+                # TRL's loss reads the advantages after it computes the log-probs: the call below weights
+                # them then (_get_per_token_logps_and_entropies), without a second forward. A copy: the
+                # buffered batch is reused when num_iterations > 1.
+                subset = self._awaiting_importance = dict(subset)
+            try:
+                with autocast:
+                    loss = super()._compute_loss(model, subset)
+            finally:
+                self._awaiting_importance = None
             return loss if live is None else loss * loss_scale(self.loss_type, inputs, subset)
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
@@ -167,16 +197,22 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
                      and (batch_size is None or batch_size >= len(input_ids))
                      and self.accelerator.num_processes == 1)
             unwrapped = self.accelerator.unwrap_model(model)
+            out = None
             # A checkpointed layer drops the KV cache the shared prompt needs: TRL's forward then.
             if plain and not checkpointing_active(unwrapped):
                 with self.accelerator.autocast():  # as TRL's forward
-                    shared = shared_prompt_logps(unwrapped, input_ids, attention_mask, logits_to_keep,
-                                                 compute_entropy)
-                if shared is not None:
-                    return shared
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
-                **extra)
+                    out = shared_prompt_logps(unwrapped, input_ids, attention_mask, logits_to_keep, compute_entropy)
+            if out is None:
+                out = super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                    **extra)
+            pending, self._awaiting_importance = self._awaiting_importance, None
+            if pending is not None:  # the loss's own call (see _compute_loss)
+                pending["advantages"], stats = importance_weighted(
+                    pending["advantages"], out[0], pending["sampling_per_token_logps"], pending["completion_mask"],
+                    importance_cap)
+                self._importance_stats.append(stats)
+            return out
 
         def _generate_and_score_completions(self, inputs):
             started = time.perf_counter()
@@ -345,6 +381,26 @@ def select_rows(inputs: dict, live) -> dict:
     return subset
 
 
+def importance_weighted(advantages, trainer_logps, sampler_logps, completion_mask, cap: float):
+    """Truncated importance sampling for rollouts sampled from other weights than the trained ones (int8
+    copies): each completion token's advantage times min(π_train(token) / π_sampler(token), cap), the
+    ratio from the trained model's log-prob (no gradient flows through the weight) and the sampler's.
+    The weight is ≥ 0, so it commutes with the PPO clip's min and equals TRL's multiplying the per-token
+    loss by its vLLM importance ratio (token_truncate mode). Returns the (rows, tokens) advantages and
+    the stats logged per step: [ratio sum, ratio max, tokens, tokens capped] over the completion tokens."""
+    import torch
+
+    mask = completion_mask.bool()
+    ratio = torch.exp((trainer_logps.detach().float() - sampler_logps.float()).masked_fill(~mask, 0.0))
+    weights = ratio.clamp(max=cap)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    live = ratio[mask]
+    stats = torch.stack([live.sum(), live.max() if live.numel() else live.new_zeros(()),
+                         live.new_tensor(float(live.numel())), (live > cap).sum().float()]).detach().cpu()
+    return advantages * weights.to(advantages.dtype), stats
+
+
 def loss_scale(loss_type: str, full: dict, subset: dict) -> float:
     """What turns the subset's loss into the full micro-batch's: the loss types that average over rows
     divide by the row count, bnpo by the token count; dapo's normaliser is carried in the inputs."""
@@ -361,7 +417,9 @@ def lowres_grpo_trainer(recipe: Recipe, hw: Hardware):
     return _trainer_class(recipe.rlvr.zero_variance_groups == "skip", lean_generation=lean,
                           rollout_dtype=rollout_dtype(recipe.rlvr.rollout_dtype, hw),
                           checkpoint_as_needed=lean and hw.device == "cpu",
-                          loss_dtype=loss_dtype(recipe.rlvr.loss_dtype, hw))
+                          loss_dtype=loss_dtype(recipe.rlvr.loss_dtype, hw),
+                          importance_cap=recipe.rlvr.rollout_importance_cap
+                          if recipe.rlvr.rollout_dtype == "int8" else None)
 
 
 def build_dataset(rows: list[dict], tokenizer, recipe: Recipe):
@@ -480,7 +538,7 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
 
         heldout = task.load("test", limit=cfg.heldout_questions, seed=recipe.seed)
         callbacks = (*callbacks, HeldOutCurve(task, heldout, tokenizer, heldout_settings(recipe), cfg.heldout_every,
-                                              out_dir / "metrics.jsonl", rollout_dtype(cfg.rollout_dtype, hw)))
+                                              out_dir / "metrics.jsonl", evaluation_dtype(cfg.rollout_dtype, hw)))
     trainer = lowres_grpo_trainer(recipe, hw)(
         model=model, reward_funcs=reward_funcs, args=args,
         train_dataset=dataset, processing_class=tokenizer,

@@ -184,3 +184,20 @@ def test_unsloth_patches_do_not_leak_into_a_later_stage(qwen_folder, tmp_path):
         return [json.loads(line)["completion"] for line in (folder / "kk_easy" / "samples.jsonl").open()]
 
     assert completions(run / "eval" / "warmup") == completions(alone)
+
+
+def test_a_stage_past_the_memory_cap_does_not_fit(qwen_folder, tmp_path):
+    """Under LOWRES_GPU_MEMORY_GIB a stage that needs more fails as on a card that size: exit 3, one line that
+    names the cap and the settings that lower memory (the 4-layer model's warmup needs well over 0.3 GiB at a
+    1,024-token batch of 8 without gradient checkpointing)."""
+    recipe = write_recipe(tmp_path, qwen_folder, "transformers")
+    os.environ["LOWRES_GPU_MEMORY_GIB"] = "0.3"
+    try:
+        done = lowres("warmup", str(recipe), "--out", str(tmp_path / "warmup"), "--set",
+                      "warmup.per_device_train_batch_size=8", "--set", "warmup.load_in_4bit=false")
+    finally:
+        del os.environ["LOWRES_GPU_MEMORY_GIB"]
+    assert done.returncode == 3
+    said = done.stderr + done.stdout
+    assert "under the 0.3 GiB cap (LOWRES_GPU_MEMORY_GIB): it does not fit a card that size" in said
+    assert "warmup.per_device_train_batch_size (8)" in said

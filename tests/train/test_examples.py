@@ -28,13 +28,13 @@ def plan_text(args) -> str:
     """The plan `lowres run --dry-run` prints for `args`, on one wide line per row (no cell wrapped)."""
     from rich.console import Console
 
-    from lowres.pipeline import plan
+    from lowres.plan import make_plan
     from lowres.recipe import recipe_from_dict
 
     overrides = [args[i + 1] for i in range(0, len(args), 2)]
     recipe = recipe_from_dict(load_recipe(bundled_recipes()["demo"]).to_dict(), "demo", overrides)
     wide = Console(width=400, record=True, file=io.StringIO())
-    wide.print(plan(recipe))
+    wide.print(make_plan(recipe, gflops=lambda: 180.0).table())
     return " ".join(re.sub("[│┃]", " ", wide.export_text()).split())
 
 

@@ -19,6 +19,9 @@ to write it everywhere.
   by a seeded hash of prompt and completion) on the same setup leaves the share near chance: the rise
   above comes from the reward, not from something else in the loop (the optimizer, the schedule,
   sampling drift).
+- `test_int8_rollouts_with_the_importance_correction_learn_as_bf16_rollouts_do`: arm (a) with
+  `rlvr.rollout_dtype: int8` (completions from int8 copies of the linear layers, the loss weighted by the
+  truncated importance ratio of the trained model to the sampler) passes the same checks, and logs the ratio.
 - `test_a_flipped_advantage_sign_unlearns_the_reward`: the same run with the advantages' sign flipped
   (a planted bug) must fail the learning check; the share falls instead. Checked in CI, so the learning
   check keeps the power to catch a sign error anywhere between the advantages and the update.
@@ -125,12 +128,13 @@ def train(arm: str, out_dir, reward: str = "target", flip_advantages: bool = Fal
     from lowres.train.rlvr import lowres_grpo_trainer
 
     # lr 1e-2, 16 rows of 8 completions of COMPLETION_LENGTH tokens, bf16 rollouts and loss (tiny_grpo.py)
-    recipe, cpu, args = tiny_setup(out_dir, STEPS, seed, name="grpo-learns")
+    rollouts = {"rollout_dtype": "int8"} if arm == "lowres-int8" else {}
+    recipe, cpu, args = tiny_setup(out_dir, STEPS, seed, name="grpo-learns", **rollouts)
     reward_funcs = [target_share]
     if reward == "coin flip":  # target_share rides along with weight 0: logged, teaching nothing
         reward_funcs, args.reward_weights = [CoinFlipReward(seed), target_share], [1.0, 0.0]
     with FastPathSpy() as spy:
-        trainer_class = lowres_grpo_trainer(recipe, cpu) if arm == "lowres" else GRPOTrainer
+        trainer_class = GRPOTrainer if arm == "trl" else lowres_grpo_trainer(recipe, cpu)
         if flip_advantages:
             trainer_class = with_flipped_advantages(trainer_class)
         trainer = trainer_class(model=tiny_model(seed, lora_config(recipe.rlvr.lora)), reward_funcs=reward_funcs,
@@ -141,7 +145,7 @@ def train(arm: str, out_dir, reward: str = "target", flip_advantages: bool = Fal
     logs = [entry for entry in trainer.state.log_history if "rewards/target_share/mean" in entry]
     assert len(logs) == STEPS
     assert sum(getattr(f, "errors", 0) for f in reward_funcs) == 0
-    return [e["rewards/target_share/mean"] for e in logs], [e["reward"] for e in logs], spy
+    return [e["rewards/target_share/mean"] for e in logs], [e["reward"] for e in logs], spy, logs
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +176,7 @@ def first_step_reaching(shares, level: float) -> int:
 
 @pytest.mark.parametrize("arm", ["lowres", "trl"])
 def test_the_true_reward_is_learned(run, arm):
-    shares, _, spy = run(arm)
+    shares, _, spy, _ = run(arm)
     assert learned(shares), [round(s, 2) for s in shares]
     if arm == "trl":  # plain TRL: none of lowres's paths
         assert (spy.rollout_dtypes, spy.shared_forwards, spy.row_subsets, spy.loss_dtypes) == ([], 0, 0, set())
@@ -193,7 +197,7 @@ def test_the_fast_paths_learn_as_fast_as_plain_trl(run):
 
 
 def test_a_coin_flip_reward_teaches_nothing(run):
-    shares, rewards, _ = run("lowres", reward="coin flip")
+    shares, rewards, _, _ = run("lowres", reward="coin flip")
     # The control paid about half of the completions while they were diverse: 0.41-0.74 over the first 10
     # steps for seeds 0-19 (0.41). Not later: a coin flip is a fixed function of the prompt and text, so a
     # policy that collapses onto a few completions can learn which of them pay (seed 9 reached 0.86).
@@ -204,6 +208,21 @@ def test_a_coin_flip_reward_teaches_nothing(run):
 
 @pytest.mark.parametrize("arm", ["lowres", "trl"])
 def test_a_flipped_advantage_sign_unlearns_the_reward(run, arm):
-    shares, _, _ = run(arm, flip_advantages=True)
+    shares, _, _, _ = run(arm, flip_advantages=True)
     assert not learned(shares)
     assert max(shares) < 0.5 and sum(shares[-5:]) / 5 < CHANCE, [round(s, 2) for s in shares]  # pushed down
+
+
+def test_int8_rollouts_with_the_importance_correction_learn_as_bf16_rollouts_do(run):
+    """rlvr.rollout_dtype int8: completions from int8 weight-only copies of the linear layers, each token's
+    advantage weighted by min(π_train / π_sampler, 2); the same learning check, and the ratio logged."""
+    shares, _, spy, logs = run("lowres-int8")
+    assert learned(shares), [round(s, 2) for s in shares]
+    assert spy.rollout_dtypes == [torch.int8] * STEPS
+    assert abs(first_step_reaching(shares, 0.5) - first_step_reaching(run("lowres")[0], 0.5)) <= CROSSING_TOLERANCE
+    # Logged for every step in which some row taught (once learned, every group scores the same).
+    ratios = [e for e in logs if "rollout/importance_ratio_mean" in e]
+    assert len(ratios) >= 5
+    for e in ratios:
+        assert 0.5 < e["rollout/importance_ratio_mean"] < 2 and e["rollout/importance_ratio_max"] >= 1
+        assert 0 <= e["rollout/importance_capped_share"] < 0.5

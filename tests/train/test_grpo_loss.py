@@ -215,3 +215,20 @@ def test_the_warmups_precision_flags_follow_its_loss_dtype_on_a_cpu(monkeypatch,
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
     hw = Hardware("cpu", None, None, False, "transformers", "fp32")
     assert precision_flags(hw, hardware.loss_dtype(choice, hw)) == flags
+
+
+def test_importance_weights_are_the_truncated_ratio_of_trained_to_sampler_probabilities():
+    """Hand-computed: rows with advantages 1 and -2; ratios π_train / π_sampler of 2, 0.5 and 3 on the
+    completion tokens (the last token of row 2 is padding); cap 2."""
+    import math
+
+    from lowres.train.rlvr import importance_weighted
+
+    log = math.log
+    trainer = torch.tensor([[log(0.5), log(0.2)], [log(0.9), -5.0]])
+    sampler = torch.tensor([[log(0.25), log(0.4)], [log(0.3), 0.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    weighted, stats = importance_weighted(torch.tensor([1.0, -2.0]), trainer, sampler, mask, cap=2.0)
+    assert torch.allclose(weighted, torch.tensor([[2.0, 0.5], [-4.0, -2.0]]))  # padding: ratio 1
+    # [ratio sum, max, tokens, tokens above the cap] over the completion tokens
+    assert torch.allclose(stats, torch.tensor([5.5, 3.0, 3.0, 1.0]))
