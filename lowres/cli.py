@@ -891,7 +891,7 @@ def chat(target, adapter, system, no_system, max_new_tokens, temperature, seed) 
 def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, json_path: Path | None,
         force: tuple[str, ...], num_processes: int | None) -> None:
     """Run a recipe's stages in order. With no RECIPE: the offline demo on the embedded model."""
-    from lowres.pipeline import DEFAULT_RECIPE, execute, make_plan, rerun_set
+    from lowres.pipeline import DEFAULT_RECIPE, make_plan, rerun_set, run_recipe
 
     recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides, num_processes)
     rerun_set(recipe, force)  # an unknown --force stage fails here, before anything runs
@@ -913,7 +913,7 @@ def run(recipe_file: str | None, overrides: tuple[str, ...], dry_run: bool, json
     from lowres.runlock import run_folder_lock
 
     with run_folder_lock(recipe.run_dir):
-        execute(make_plan(recipe, force))  # the plan is made under the lock: no other run changes what it read
+        run_recipe(recipe, force)  # plans under the lock (no other run changes what the plan read), then executes
 
 
 # ---------------------------------------------------------------- bench

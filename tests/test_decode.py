@@ -219,7 +219,8 @@ def test_int8_rollouts_multiply_by_int8_rows_of_the_merged_weights_and_restore_e
             q, scale = int8_rows(merged)
             dtype = q_proj.base_layer.forward(x).dtype  # bf16 where the CPU multiplies it natively
             expected = x.to(dtype).float() @ (q.float() * scale[:, None]).T
-            assert torch.allclose(q_proj.base_layer.forward(x.to(dtype)).float(), expected, rtol=0.02, atol=0.02)
+            actual = q_proj.base_layer.forward(x.to(dtype)).float()  # bf16 output: ~3 significant digits
+            assert (actual - expected).abs().max() <= 0.01 * expected.abs().max()
             rounded = peft_model(**enc).logits[0, -1].float()
         after = peft_model(**enc).logits[0, -1].float()
     # int8 rows move the logits a little (the same next word), and nothing is left behind on exit.
