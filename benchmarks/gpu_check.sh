@@ -15,13 +15,14 @@
 #   build, with triton — transformers 5.17.0, accelerate 1.15.0 and the preinstalled packages the kit relies on),
 #   installs the kit exactly as `run` does, and runs every phase with CPU stand-ins: preflight expecting no GPU and
 #   Unsloth's own no-GPU error, `lowres env`, the backend parity check (Unsloth forced onto its GPU import path), the
-#   GPU tests' collection, `lowres bench --model-config tiny --backend transformers` and benchmarks/grpo_step.py
-#   --model-config tiny. Any other error fails it. Needs python3.12 (or REHEARSE_PYTHON=/path/to/python3.12).
+#   GPU tests' collection, both passes of benchmarks/recipe_fit.py with --tiny, `lowres bench --model-config tiny
+#   --backend transformers` and benchmarks/grpo_step.py --model-config tiny. Any other error fails it. Needs python3.12 (or REHEARSE_PYTHON=/path/to/python3.12).
 # run: installs the kit into a temporary folder (no network), then the phases below, each with a time limit; each
-#   phase's record (exit code, seconds, limit) is appended to gpu_check.json as it ends, so a call cut short keeps
-#   what it measured. PHASE… picks some of: preflight env parity bench gpu-tests grpo-step extra-tests. The phases
-#   do not fit one device call of 480 s; two calls do: `run` (preflight parity bench: 480 s of limits) and
-#   `run gpu-tests grpo-step` (480 s); `run env extra-tests` (the fp16 and leak GPU tests) is a third.
+#   phase's record (exit code, seconds, limit) goes into gpu_check.json as it ends, so a call cut short keeps what it
+#   measured. PHASE… picks some of: preflight env parity gpu-tests fit-memory fit-timing bench grpo-step
+#   extra-tests. The programme is two device calls of ≤ 540 s: `run` (the GPU tests and the recipes' memory pass
+#   side by side, limits 500 s each, after a 30 s install) and `run fit-timing` (the backends at the 3B and 0.5B
+#   recipes' shapes, 520 s). See docs/gpu.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 KIT=.gpu_kit
@@ -34,7 +35,7 @@ PINNED=(
   bitsandbytes==0.50.2 unsloth==2026.10.9 unsloth_zoo==2026.10.9
   cut_cross_entropy==25.1.1 tyro==1.0.17 docstring_parser shtab typeguard msgspec structlog json5 nest_asyncio
   hf_transfer torchao==0.18.0 math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
-  pytest pluggy iniconfig
+  pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1
 )
 # The GPU machine's own versions of what the kit runs on (the device tool's KINDS.md).
 MACHINE=(torch==2.11.0 torchvision==0.26.0 transformers==5.17.0 accelerate==1.15.0 numpy==2.5.2 safetensors==0.8.0
@@ -95,22 +96,26 @@ PY
   python3 benchmarks/kit_closure.py "$KIT/wheels" || { echo "prepare: the kit is not closed (see above)" >&2; return 1; }
 }
 
-# phase NAME SECONDS COMMAND…: run with a time limit; its record goes to gpu_check.json at once.
-PHASES=()
+# phase NAME SECONDS COMMAND…: run with a time limit; its record goes to gpu_check.json as soon as it ends (a
+# phase run in the background with `&` too: each writes its own record file, and gpu_check.json joins them).
 phase() {
   local name=$1 limit=$2
   shift 2
   echo "=== $name (limit ${limit} s): $*"
-  local started=$SECONDS
+  local started=$SECONDS order
+  order=$(date +%s%N)  # the records' order: when each phase started (background ones too)
   timeout --signal=INT --kill-after=10 "$limit" "$@"
   local code=$?
   local took=$((SECONDS - started))
   [ "$code" = 124 ] && echo "=== $name: timed out after ${limit} s"
   echo "=== $name: exit $code in ${took} s"
-  PHASES+=("{\"phase\": \"$name\", \"exit_code\": $code, \"seconds\": $took, \"limit\": $limit}")
+  mkdir -p "$OUT_DIR/phases"
+  echo "{\"phase\": \"$name\", \"exit_code\": $code, \"seconds\": $took, \"limit\": $limit}" \
+    > "$OUT_DIR/phases/$order-$name.json"
   local joined
-  joined=$(IFS=,; echo "${PHASES[*]}")
+  joined=$(cat "$OUT_DIR"/phases/*.json | paste -sd, -)
   echo "{\"mode\": \"$MODE\", \"phases\": [$joined]}" > "$OUT_DIR/gpu_check.json"
+  return "$code"
 }
 
 # install_kit: the kit into a fresh folder, importable by every process of the phases (PYTHONPATH), exactly as
@@ -124,17 +129,23 @@ install_kit() {
   export UNSLOTH_COMPILE_LOCATION="$LOWRES_HOME/unsloth_compiled_cache"
   mkdir -p "$LOWRES_HOME/models" && cp -r "$KIT/embedded/smollm2-135m" "$LOWRES_HOME/models/"
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+  # The device's preinstalled pytest plugins (xdist, timeout, …) stay out, as in the rehearsal; the recipes'
+  # task data come from the repository's fixtures (no network there).
+  export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LOWRES_DATA_DIR="$PWD/tests/fixtures/data"
 }
 
 finish() {
   echo "results → $OUT_DIR (gpu_check.log, gpu_check.json, and each phase's own files)"
-  for p in "${PHASES[@]}"; do case $p in *'"exit_code": 0,'*) ;; *) return 1 ;; esac; done
+  local record
+  for record in "$OUT_DIR"/phases/*.json; do
+    grep -q '"exit_code": 0,' "$record" || { echo "failed: $(cat "$record")"; return 1; }
+  done
   echo "every phase passed"
 }
 
 run() {
   MODE=gpu OUT_DIR=${OUT:-./gpu_check_out}
-  mkdir -p "$OUT_DIR"
+  mkdir -p "$OUT_DIR" && rm -rf "$OUT_DIR/phases"
   exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
   if [ ! -d "$KIT/wheels" ]; then
     echo "run: no $KIT here; run 'bash benchmarks/gpu_check.sh prepare' on a machine with network first" >&2
@@ -144,25 +155,39 @@ run() {
   install_kit
   # Limits from the first run on an H200 (2026-12-04): a stage process that imports and compiles Unsloth takes
   # ~80 s, one on transformers ~40 s; imports are slow at first because the kit is installed without .pyc files.
-  local wanted=" ${*:-preflight parity bench} "
+  # Call 1 (default): the GPU tests and the recipes' memory pass side by side (the pass's processes each run under
+  # their card's cap, ≤ 58 GiB together; the tests take a few GiB). Call 2: `run fit-timing`, alone.
+  local wanted=" ${*:-gpu-tests fit-memory} "
   [[ $wanted == *" preflight "* ]] && phase preflight 90 python3 benchmarks/gpu_preflight.py --expect gpu
   [[ $wanted == *" env "* ]] && phase env 60 python3 -m lowres env
   [[ $wanted == *" parity "* ]] && phase parity 90 python3 benchmarks/backend_parity.py
-  # Speed and memory, Unsloth against transformers+PEFT: the demo's recipe (4-bit warmup, GRPO on kk_easy, both
-  # offline) on a randomly initialised model of Qwen2.5-0.5B's shape, one timed step each.
+  # The 4-bit warmup, merge and GRPO steps on both backends, and the greedy decode (tests/gpu): ~8 processes,
+  # ~80 s each on Unsloth (desk check 3 §1).
+  local tests_pid=
+  if [[ $wanted == *" gpu-tests "* ]]; then
+    phase gpu-tests 500 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu -k "not fp16 and not leak" \
+      --durations=0 --junitxml "$OUT_DIR/gpu_tests.xml" > "$OUT_DIR/gpu_tests.log" 2>&1 &
+    tests_pid=$!
+  fi
+  # Each bundled GPU recipe's shape under its card's memory cap: warmup, merge and GRPO, Unsloth (what a GPU
+  # user gets), full lengths (benchmarks/recipe_fit.py). Memory only: the shapes share the GPU.
+  [[ $wanted == *" fit-memory "* ]] && phase fit-memory 500 python3 benchmarks/recipe_fit.py --pass memory \
+    --json "$OUT_DIR/fit_memory.json"
+  if [ -n "$tests_pid" ]; then wait "$tests_pid"; cat "$OUT_DIR/gpu_tests.log"; fi
+  # Unsloth against transformers+PEFT at the 3B and 0.5B recipes' real shapes, one timed step each; no new
+  # measurement starts after 380 s, so the call ends inside its limit with the pairs it finished.
+  [[ $wanted == *" fit-timing "* ]] && phase fit-timing 520 python3 benchmarks/recipe_fit.py --pass timing \
+    --limit 380 --json "$OUT_DIR/fit_timing.json"
+  # The demo's bench at Qwen2.5-0.5B's shape (the earlier comparison; fit-timing replaces it).
   [[ $wanted == *" bench "* ]] && phase bench 300 python3 -m lowres bench demo --model-config qwen2.5-0.5b \
     --backend both --steps 1 --stages warmup,rlvr --set warmup.load_in_4bit=true \
     --set rlvr.max_completion_length=128 --json "$OUT_DIR/bench.json"
-  # The 4-bit warmup, merge and GRPO steps on both backends, and the greedy decode (tests/gpu); the fp16 and
-  # leak tests are extra-tests.
-  [[ $wanted == *" gpu-tests "* ]] && phase gpu-tests 360 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu \
-    -k "not fp16 and not leak" --junitxml "$OUT_DIR/gpu_tests.xml"
   # lowres's GRPO step against plain TRL's on the same shape. A random model never ends a completion and its task
   # reward is always 0, so a hashed reward gives every group variance: no row is skipped.
   [[ $wanted == *" grpo-step "* ]] && phase grpo-step 120 python3 benchmarks/grpo_step.py --device cuda \
     --model-config qwen2.5-0.5b --reward varied --steps 1 --tokens 128 --json "$OUT_DIR/grpo_step.json"
   [[ $wanted == *" extra-tests "* ]] && phase extra-tests 300 python3 -m pytest -m gpu -q -p no:cacheprovider \
-    tests/gpu -k "fp16 or leak" --junitxml "$OUT_DIR/gpu_extra_tests.xml"
+    tests/gpu -k "fp16 or leak" --durations=0 --junitxml "$OUT_DIR/gpu_extra_tests.xml"
   finish
 }
 
@@ -179,7 +204,7 @@ python312() {
 
 rehearse() {
   MODE=rehearsal OUT_DIR=${OUT:-./gpu_check_out}/rehearsal
-  mkdir -p "$OUT_DIR"
+  mkdir -p "$OUT_DIR" && rm -rf "$OUT_DIR/phases"
   exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
   [ -d "$KIT/wheels" ] || prepare || return 1
   python3 benchmarks/kit_closure.py "$KIT/wheels" || return 1
@@ -203,6 +228,9 @@ rehearse() {
   phase env 120 python3 -m lowres env
   phase parity 180 python3 benchmarks/backend_parity.py
   phase gpu-tests 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/gpu --collect-only
+  # The recipes' passes with tiny shapes and lengths, the transformers backend (Unsloth needs a GPU).
+  phase fit-memory 900 python3 benchmarks/recipe_fit.py --pass memory --tiny --json "$OUT_DIR/fit_memory.json"
+  phase fit-timing 600 python3 benchmarks/recipe_fit.py --pass timing --tiny --json "$OUT_DIR/fit_timing.json"
   phase bench 600 python3 -m lowres bench demo --model-config tiny --backend transformers --steps 1 \
     --stages warmup,rlvr --set warmup.load_in_4bit=true --set rlvr.max_completion_length=16 \
     --set data.warmup.n_puzzles=8 --set rlvr.num_generations=4 --set rlvr.per_device_train_batch_size=4 \

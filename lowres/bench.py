@@ -65,6 +65,11 @@ class StageFigures:
     train_tokens_per_second: float | None = None
     generation_tokens_per_second: float | None = None  # GRPO rollouts
     peak_memory: dict = field(default_factory=dict)
+    # GRPO: the largest share of a step's groups whose rewards were all equal, and the smallest share of a
+    # step's rows in the forward and backward (logged by the transformers backend, which leaves out rows
+    # whose advantage is 0; Unsloth's loss takes every row). 0 and 1: both backends train the same rows.
+    zero_variance_share: float | None = None
+    rows_trained_share: float | None = None
     steps_in_recipe: int | None = None
     extrapolated_seconds: float | None = None   # this stage of the real recipe
     note: str = ""
@@ -141,6 +146,11 @@ def step_figures(metrics: Path, rows_per_step: int | None = None) -> dict:
                   for r in records[1:] if rows_per_step and r.get("timing/generation_seconds")]
     if generation:
         figures["generation_tokens_per_second"] = round(statistics.median(generation), 1)
+    for key, name, pick in (("frac_reward_zero_std", "zero_variance_share", max),
+                            ("rows_in_backward_share", "rows_trained_share", min)):
+        values = [r[key] for r in records if key in r]
+        if values:
+            figures[name] = round(pick(values), 3)
     return figures
 
 
@@ -179,6 +189,11 @@ def _training_stage(cut: Recipe, real: Recipe, backend: str, stage: str, resolve
         args = ["rlvr", str(resolved), "--no-warmup", "--out", str(out)]
     if stage == "rlvr-random-reward":  # the coin-flip control, from the same (base) model as the timed rlvr
         args = ["rlvr", str(resolved), "--random-reward", "--model", model_ref, "--out", str(out)]
+    if stage != "warmup":
+        # Every row trains on both backends (Unsloth's loss takes them all; transformers skips rows whose
+        # advantage is 0, which a random model's constant task reward makes of every row), and the task's
+        # signal check stays out of the stage's time and peak memory.
+        args.append("--timing-reward")
     row.wall_seconds = round(_timed(f"bench {stage} ({backend})", args), 1)
     summary = json.loads((out / "summary.json").read_text())
     rows_per_step = cut.rlvr.per_device_train_batch_size * cut.rlvr.gradient_accumulation_steps

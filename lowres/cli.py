@@ -633,12 +633,15 @@ def export(run_or_model: Path, out: Path, adapter: Path | None, chat_template: s
                    "answer, into runs/<name>/rlvr-random-reward.")
 @click.option("--seed", "arm_seed", type=click.IntRange(0, MAX_SEED),
               help="This run's GRPO seed (LoRA initialisation, sampling); default: the recipe's seed.")
+@click.option("--timing-reward", "timing_reward", is_flag=True, hidden=True,
+              help="lowres bench's stand-in reward: differs between every two completions, so every row trains.")
 @click.option("--out", type=click.Path(path_type=Path), help="Stage folder (default runs/<name>/rlvr).")
 @processes_option
 @click.option("--force", is_flag=True, help="Train even when the recipe's stages do not list rlvr (with its rlvr: "
                                             "and data.target: settings, or their defaults).")
 def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no_warmup: bool, random_reward: bool,
-         arm_seed: int | None, out: Path | None, num_processes: int | None, force: bool) -> None:
+         arm_seed: int | None, timing_reward: bool, out: Path | None, num_processes: int | None,
+         force: bool) -> None:
     """Stage 2: LoRA GRPO with the target task's verifiable reward on ≤100 examples."""
     if no_warmup and model_ref:
         raise UserError("--no-warmup starts from the recipe's base model; drop --model")
@@ -649,14 +652,15 @@ def rlvr(recipe_file: str, overrides: tuple[str, ...], model_ref: str | None, no
     stage = "rlvr-no-warmup" if no_warmup else "rlvr-random-reward" if random_reward else "rlvr"
     recipe = _recipe(recipe_file, overrides, num_processes, stage=stage, force=force)
     args = _stage_args(["rlvr", recipe_file], overrides, num_processes, model=model_ref, no_warmup=no_warmup,
-                       random_reward=random_reward, seed=arm_seed, out=out, force=force)
+                       random_reward=random_reward, seed=arm_seed, timing_reward=timing_reward, out=out,
+                       force=force)
     with run_folder_lock(stage_run_folder(out or recipe.run_dir / stage, recipe.run_dir)):
         if _launch_if_several(recipe, stage, args, out or recipe.run_dir / stage):
             return
         _training_start(recipe)
         from lowres.train.rlvr import run_rlvr
 
-        run_rlvr(recipe, model_ref, out, stage=stage, seed=arm_seed)
+        run_rlvr(recipe, model_ref, out, stage=stage, seed=arm_seed, timing_reward=timing_reward)
 
 
 @cli.command()
@@ -946,6 +950,8 @@ def bench(recipe_file, overrides, steps, stages, backend, model_config, json_pat
 
     if gpu_memory is not None:  # every stage process applies it (lowres.hardware.detect), as on a card that size
         os.environ[MEMORY_CAP] = f"{gpu_memory:g}"
+    if model_config:  # before the recipe is checked: its own model need not be downloaded
+        overrides = (*overrides, f"model.name_or_path={b.random_model(model_config)}")
     recipe = _recipe(recipe_file or DEFAULT_RECIPE, overrides)
     if json_path is not None:
         output_file(json_path, "figures file")

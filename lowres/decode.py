@@ -215,18 +215,20 @@ def _int8_linear(weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor |
 
 
 @contextlib.contextmanager
-def rollout_weights(model, dtype: torch.dtype | None = None):
+def rollout_weights(model, dtype: torch.dtype | None = None, _linears_uncast: bool = False):
     """Sample from W + scale·B·A in place of W plus the adapter path, for every LoRA linear layer
     whose base weight is a plain float tensor (not 4-bit, where merging would round), and, with
     `dtype`, from copies of all floating-point weights in that dtype (bf16 rollouts of an fp32 model:
     half the bytes read per decoding step). dtype torch.int8: every nn.Linear multiplies by an int8
     copy of its (merged) weight (`int8_rows`) and the other weights are copied to bf16 where the CPU
-    multiplies bf16 natively (else kept). The copies are new tensors; the original ones are put back
-    on exit, bit for bit."""
+    multiplies bf16 natively (else kept); the linear layers' own weights are not copied to bf16 first (the
+    int8 copies are made from them). The copies are new tensors; the original ones are put back on exit,
+    bit for bit."""
     if dtype == torch.int8:
         from lowres.hardware import cpu_has_native_bf16
 
-        with rollout_weights(model, torch.bfloat16 if cpu_has_native_bf16() else None), _int8_linears(model):
+        with (rollout_weights(model, torch.bfloat16 if cpu_has_native_bf16() else None, _linears_uncast=True),
+              _int8_linears(model)):
             yield
         return
     base = _unwrapped(model)
@@ -241,9 +243,14 @@ def rollout_weights(model, dtype: torch.dtype | None = None):
         yield
         return
     merged = {id(m.base_layer.weight): m for m in lora}
+    # Under int8 the linear layers' weights are replaced by int8 copies: a bf16 copy of one would be made and
+    # never read (LoRA is still folded into those that have it, in their own dtype). A weight tied to an
+    # embedding is copied for the embedding anyway.
+    uncast = ({id(m.weight) for m in base.modules() if type(m) is torch.nn.Linear}
+              - {id(m.weight) for m in base.modules() if isinstance(m, torch.nn.Embedding)}) if _linears_uncast else set()
     holders = [(module, name, param) for module in base.modules() for name, param in module._parameters.items()
                if param is not None and type(param) is torch.nn.Parameter and param.is_floating_point()
-               and (id(param) in merged or cast)]
+               and (id(param) in merged or (cast and id(param) not in uncast))]
     if not _room_for_copies([param for _, _, param in holders], dtype):
         yield
         return
@@ -256,7 +263,9 @@ def rollout_weights(model, dtype: torch.dtype | None = None):
                     if id(param) in merged:
                         layer = merged[id(param)]
                         value = param.float() + layer.get_delta_weight(layer.active_adapters[0]).float()
-                    copies[id(param)] = torch.nn.Parameter(value.to(dtype or param.dtype), requires_grad=False)
+                    kept = id(param) in uncast or dtype is None
+                    copies[id(param)] = torch.nn.Parameter(value.to(param.dtype if kept else dtype),
+                                                           requires_grad=False)
                 module._parameters[name] = copies[id(param)]
         with model.disable_adapter() if lora else contextlib.nullcontext():
             yield

@@ -160,6 +160,11 @@ def _check_backend_settings(recipe: Recipe, stages: list[str]) -> None:
         if optim in CUDA_ONLY_OPTIMIZERS and hw.device != "cuda":
             raise _blame(recipe, f"{stage}.optim", f"{optim} is bitsandbytes' 8-bit optimizer and needs a CUDA GPU; "
                          f"this machine trains on {hw.device} (use adamw_torch_fused)")
+    if "rlvr" in training and recipe.rlvr.load_in_4bit and hw.device == "cpu":
+        # bitsandbytes repacks a CPU 4-bit layer for inference the first time GRPO samples from it, and the
+        # repacked layer then fails the training step (a traceback in matmul_4bit).
+        raise _blame(recipe, "rlvr.load_in_4bit", "bitsandbytes' 4-bit layers cannot train after sampling on a CPU; "
+                     "set rlvr.load_in_4bit: false here (4-bit saves GPU memory)")
     int8_elsewhere = hw.device != "cpu" or hw.backend != "transformers"
     if "rlvr" in training and recipe.rlvr.rollout_dtype == "int8" and int8_elsewhere:
         raise _blame(recipe, "rlvr.rollout_dtype", f"int8 rollouts run lowres's own sampling loop on a CPU; this "

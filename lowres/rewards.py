@@ -264,6 +264,23 @@ class CoinFlipReward(_SafeReward):
                 for i, (prompt, item) in enumerate(zip(prompts, items, strict=True))]
 
 
+class DistinctReward(_SafeReward):
+    """A timing stand-in, for `lowres bench` only: a value in [0, 1) that differs between any two completions
+    of a batch (a hash of the place and the text), so every group has variance and every row trains on every
+    backend, whatever the model (a random one's task reward is constant, and its zero advantages would let
+    the transformers backend skip rows that Unsloth's loss still computes)."""
+
+    def __init__(self, name: str = "distinct_reward") -> None:
+        super().__init__()
+        self.__name__ = name
+
+    def _rewards(self, items: list[Any], rows: list[dict[str, Any]]) -> list[Any]:
+        import hashlib
+
+        return [int.from_bytes(hashlib.sha256(json.dumps([i, item], default=str).encode()).digest()[:4], "big")
+                / 2**32 for i, item in enumerate(items)]
+
+
 def task_reward(task: Task | str, name: str | None = None) -> TaskReward:
     """The GRPO reward function for `task` (a Task or a registered task name)."""
     if isinstance(task, str):

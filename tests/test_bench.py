@@ -77,6 +77,23 @@ def test_a_stage_that_runs_out_of_memory_does_not_fit(monkeypatch, tmp_path):
     assert any("warmup: does not fit" in line and "per_device_train_batch_size" in line for line in lines)
 
 
+def test_a_model_config_stands_in_for_a_recipe_model_that_is_not_downloaded(monkeypatch, tmp_path):
+    """`lowres bench qwen2.5-3b-math --model-config …` offline, where Qwen2.5-3B is not in the cache: the
+    random model replaces it before the recipe is checked (the GPU check's rehearsal found it refused)."""
+    seen = {}
+
+    def measured(recipe, **kwargs):
+        seen["model"] = recipe.model.name_or_path
+        return {"stages": [], "extrapolated_recipe_seconds": {}, "recipe": recipe.name, "source": "",
+                "hardware": {"gpu": None, "device": "cpu", "matmul_fp32_gflops": 1.0}}
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(bench, "bench", measured)
+    result = CliRunner().invoke(cli, ["bench", "qwen2.5-3b-math", "--model-config", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert seen["model"].endswith("bench-models/tiny")
+
+
 @pytest.mark.slow
 def test_bench_fills_every_figure_and_writes_json(tmp_path):
     """On a random model of a shipped shape (`--model-config tiny`: the same code path as the demo's model,
@@ -97,6 +114,10 @@ def test_bench_fills_every_figure_and_writes_json(tmp_path):
         assert row["peak_memory"]["rss_gib"] > 0.1
         assert row["extrapolated_seconds"] >= row["wall_seconds"] > 0
     assert rows["rlvr"]["generation_tokens_per_second"] > 0
+    # A random model's task reward is constant: with it every advantage is 0 and the transformers backend would
+    # train on one row where Unsloth's loss takes them all. The bench's stand-in reward varies in every group,
+    # so every row of every step trained here, as on Unsloth.
+    assert rows["rlvr"]["zero_variance_share"] == 0 and rows["rlvr"]["rows_trained_share"] == 1.0
     assert rows["warmup"]["steps_in_recipe"] == 4  # 8 traces (too few to hold any out), batch 2, one epoch
     assert rows["rlvr"]["steps_in_recipe"] == 3
     assert rows["eval"]["steps_in_recipe"] == 4  # base, warmup, rlvr and rlvr-no-warmup models

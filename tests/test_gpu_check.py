@@ -441,3 +441,46 @@ def test_a_backend_setting_that_cannot_be_honoured_is_refused_up_front(monkeypat
         "rlvr.rollout_dtype: int8 rollouts run lowres's own sampling loop on a CPU; this machine trains on cuda with "
         "the unsloth backend: set auto (vLLM or bf16 on a GPU)")
     assert CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.optim=adamw_8bit"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.load_in_4bit=true"]).exit_code == 0
+
+
+def test_4bit_grpo_on_a_cpu_is_refused_in_one_line():
+    """The Colab recipe's 4-bit GRPO on a CPU crashed in bitsandbytes at the first training step, after
+    sampling had repacked its layers (found by the GPU check's rehearsal)."""
+    from click.testing import CliRunner
+
+    from lowres.cli import cli
+
+    result = CliRunner().invoke(cli, ["validate", "demo", "--set", "rlvr.load_in_4bit=true"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].endswith(
+        "rlvr.load_in_4bit: bitsandbytes' 4-bit layers cannot train after sampling on a CPU; set "
+        "rlvr.load_in_4bit: false here (4-bit saves GPU memory)")
+
+
+# ---------------------------------------------------------------- the recipe-fit probe (benchmarks/recipe_fit.py)
+
+def test_the_fit_probe_measures_one_recipe_for_another_only_when_their_memory_settings_match(monkeypatch):
+    """The 3B task recipes share qwen2.5-3b-math's measurement; a recipe whose shapes differ may not."""
+    import recipe_fit
+
+    recipe_fit.check_shares()  # the bundled ones match
+    covered = {name for fit in recipe_fit.FITS for name in (fit.recipe, *fit.shares)} | set(recipe_fit.NO_WARMUP)
+    assert covered == {name for name in bundled_recipes() if name.startswith(("qwen2.5-", "colab-"))}
+    wrong = dataclasses.replace(recipe_fit.FITS[0], shares=["qwen2.5-1.5b-math"])
+    monkeypatch.setattr(recipe_fit, "FITS", [wrong])
+    with pytest.raises(SystemExit, match="qwen2.5-1.5b-math differs from qwen2.5-3b-math in model"):
+        recipe_fit.check_shares()
+
+
+def test_a_fit_row_fits_only_when_the_stage_ran_and_reserved_memory_stayed_under_the_cap():
+    import recipe_fit
+
+    fit = recipe_fit.FITS[2]  # the 0.5B under an 8 GB card's 6.5 GiB
+    stage = {"status": "ok", "step_seconds": 1.0, "note": "", "rows_trained_share": 1.0}
+    report = {"stages": [{**stage, "stage": "warmup", "peak_memory": {"gpu_allocated_gib": 3.0, "gpu_reserved_gib": 4.0}},
+                         {**stage, "stage": "rlvr", "peak_memory": {"gpu_allocated_gib": 6.0, "gpu_reserved_gib": 6.6}},
+                         {**stage, "stage": "merge", "status": "does not fit", "peak_memory": {}}]}
+    rows = recipe_fit.rows_of(fit, "unsloth", report, "")
+    assert [(r["stage"], r["fits"]) for r in rows] == [("warmup", True), ("rlvr", False), ("merge", False)]
+    assert recipe_fit.rows_of(fit, "unsloth", None, "exited 1")[0]["status"] == "not measured"

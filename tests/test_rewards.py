@@ -149,3 +149,14 @@ def test_works_in_a_grpo_trainer_signature():
 
     assert get_callable_name(task_reward(GSM8KTask())) == "gsm8k_reward"
     assert get_callable_name(format_reward("gsm8k")) == "format_reward"
+
+
+def test_the_bench_reward_differs_between_any_two_completions_of_a_batch():
+    """lowres bench's stand-in: every group has variance, even when the model repeats itself."""
+    from lowres.rewards import DistinctReward
+
+    reward = DistinctReward()
+    completions = ["same text"] * 8 + [[{"role": "assistant", "content": "x"}]] * 8
+    values = reward(prompts=["p"] * 16, completions=completions)
+    assert len(set(values)) == 16 and all(0 <= v < 1 for v in values)
+    assert reward(prompts=["p"] * 16, completions=completions) == values  # the same batch, the same values

@@ -29,7 +29,7 @@ from lowres.fingerprint import arm_fingerprint, fingerprint
 from lowres.hardware import Hardware, detect, evaluation_dtype, loss_dtype, rollout_dtype, vllm_placement
 from lowres.prompting import render_prompt
 from lowres.recipe import Recipe, check_rlvr_settings
-from lowres.rewards import CoinFlipReward, reward_functions
+from lowres.rewards import CoinFlipReward, DistinctReward, reward_functions
 from lowres.tasks import get_task
 from lowres.train.backend import (
     activations_need_checkpointing,
@@ -171,6 +171,8 @@ def _trainer_class(skip_zero_variance: bool, lean_generation: bool, rollout_dtyp
             # columns no remaining row needs. The loss is rescaled to the full batch's normaliser.
             live = rows_that_teach(self, inputs)
             subset = inputs if live is None else select_rows(inputs, live)
+            # The share of the micro-batch's rows in the forward and backward (TRL averages the list per step).
+            self._metrics["train"]["rows_in_backward_share"].append(1.0 if live is None else float(live.float().mean()))
             if checkpoint_as_needed:
                 tokens = subset["prompt_ids"].numel() + subset["completion_ids"].numel()
                 on = activations_need_checkpointing(self.model.config, tokens)
@@ -484,11 +486,12 @@ def vllm_args(recipe: Recipe, hw: Hardware) -> dict:
 
 
 def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None = None,
-             callbacks: tuple = (), stage: str = "rlvr", seed: int | None = None) -> Path:
+             callbacks: tuple = (), stage: str = "rlvr", seed: int | None = None, timing_reward: bool = False) -> Path:
     """GRPO from `model_ref` (default: the merged warmup model, or the base for start_from: base).
     stage "rlvr-no-warmup": the same GRPO from the base model (the no-warmup baseline); "rlvr-random-reward":
     the same GRPO as rlvr, rewarded by a seeded coin flip (the spurious-reward control). `seed`: this arm's
-    GRPO seed (LoRA initialisation, sampling; default the recipe's), for a recipe's `seeds`."""
+    GRPO seed (LoRA initialisation, sampling; default the recipe's), for a recipe's `seeds`. `timing_reward`:
+    `lowres bench`'s DistinctReward instead of the task's (every row trains; no signal check)."""
     out_dir = output_folder(out_dir or recipe.run_dir / stage, f"{stage} folder")
     cfg = recipe.rlvr
     check_rlvr_settings(recipe)
@@ -518,13 +521,15 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     # one samples and writes; the others then read its samples (the same rows everywhere) and write nothing.
     # The control trains on the same rows as rlvr; its coin-flip reward makes the task's signal check moot.
     with args.main_process_first(local=False, desc="signal check"):
-        rows, check = prepare_rows(recipe, stage, out_dir, given, run_check=stage != "rlvr-random-reward",
+        rows, check = prepare_rows(recipe, stage, out_dir, given, run_check=stage != "rlvr-random-reward" and not timing_reward,
                                    write=args.process_index == 0, unsloth=hw.backend == "unsloth")
     model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
                                       max_seq_length=recipe.model.max_seq_length, seed=seed,
                                       gradient_checkpointing=checkpointing, colocated_vllm=placement == "unsloth")
     dataset = build_dataset(rows, tokenizer, recipe)
-    if stage == "rlvr-random-reward":
+    if timing_reward:
+        reward_funcs = [DistinctReward()]
+    elif stage == "rlvr-random-reward":
         reward_funcs = [CoinFlipReward(seed)]
     else:
         reward_funcs = list(reward_functions(task, with_format=bool(cfg.format_reward_weight)))
@@ -559,7 +564,8 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
         live.close()
 
     summary = {"start_model": model_ref, "task": task.name, "train_examples": len(dataset), "seed": seed,
-               "reward": "coin flip" if stage == "rlvr-random-reward" else "task",
+               "reward": ("distinct (timing)" if timing_reward else "coin flip" if stage == "rlvr-random-reward"
+                          else "task"),
                "signal_check_problems": None if check is None else [p.kind for p in check.problems],
                "steps": result.global_step, "stopped_early": guards.stopped_reason,
                "rewards": guards.rewards, "backend": hw.backend, "dtype": hw.dtype,

@@ -224,5 +224,8 @@ def test_int8_rollouts_with_the_importance_correction_learn_as_bf16_rollouts_do(
     ratios = [e for e in logs if "rollout/importance_ratio_mean" in e]
     assert len(ratios) >= 5
     for e in ratios:
-        assert 0.5 < e["rollout/importance_ratio_mean"] < 2 and e["rollout/importance_ratio_max"] >= 1
+        # Once a step's tokens are near certain, both policies give them ~1 and the largest ratio sits just
+        # below 1 (0.99998 seen): the ratio is a weight near 1, not a one-sided drift.
+        assert 0.5 < e["rollout/importance_ratio_mean"] < 2
+        assert e["rollout/importance_ratio_max"] >= max(e["rollout/importance_ratio_mean"], 0.99)
         assert 0 <= e["rollout/importance_capped_share"] < 0.5
