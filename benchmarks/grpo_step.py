@@ -158,10 +158,12 @@ def main() -> None:
             if args.only and name != args.only:
                 continue
             config = grpo_config(recipe, hw, Path(tmp) / name, checkpointing)
-            if name == "trl" and args.trl_bf16:
-                config = dataclasses.replace(config, bf16=True)  # TRL's own mixed precision, as a user could set it
+            # GRPOConfig derives generation_batch_size from steps_per_generation and refuses both: the copy
+            # derives it again.
+            if name == "trl" and args.trl_bf16:  # TRL's own mixed precision, as a user could set it
+                config = dataclasses.replace(config, bf16=True, generation_batch_size=None)
             if name == "trl" and args.trl_defaults:  # GRPOConfig's own defaults where they differ from lowres's
-                config = dataclasses.replace(config, bf16=True, gradient_checkpointing=True)
+                config = dataclasses.replace(config, bf16=True, gradient_checkpointing=True, generation_batch_size=None)
             cls = lowres_grpo_trainer(recipe, hw) if name == "lowres" else GRPOTrainer
             trainer = cls(model=model, reward_funcs=rewards, args=config, train_dataset=dataset,
                           processing_class=tok)
