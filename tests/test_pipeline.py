@@ -26,7 +26,14 @@ def test_dry_run_every_bundled_recipe(name, monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     # One evaluation question per task: the fixtures hold a few rows per data set, and the GPU recipes take their
     # training examples from the rows the evaluation leaves (HumanEval+, MMLU-Pro).
-    result = CliRunner().invoke(cli, ["run", name, "--dry-run", "--set", "eval.limit=1"])
+    command = ["run", name, "--dry-run", "--set", "eval.limit=1"]
+    if load_recipe(bundled_recipes()[name]).rlvr.load_in_4bit:  # the Colab recipe: its 4-bit GRPO needs CUDA
+        refused = CliRunner().invoke(cli, command)
+        assert refused.exit_code == 2 and refused.output.strip().splitlines()[-1].endswith(
+            "rlvr.load_in_4bit: bitsandbytes' 4-bit layers cannot train after sampling on a CPU; set "
+            "rlvr.load_in_4bit: false here (4-bit saves GPU memory)"), refused.output
+        command += ["--set", "rlvr.load_in_4bit=false"]  # the rest of its plan, as on this CPU
+    result = CliRunner().invoke(cli, command)
     assert result.exit_code == 0, result.output
     assert f"plan: {name}" in result.output and f"name: {name}" in result.output
 
