@@ -186,7 +186,8 @@ def main() -> int:
 
     on_gpu = torch.cuda.is_available()
     check_shares()
-    wanted = args.recipes.split(",") if args.recipes else (TIMED if args.which == "timing" else [f.recipe for f in FITS])
+    default = TIMED if args.which == "timing" else [f.recipe for f in FITS]
+    wanted = args.recipes.split(",") if args.recipes else default
     fits = [f for f in FITS if f.recipe in wanted]
     if len(fits) != len(wanted):
         sys.exit(f"recipe_fit: --recipes: choose from {', '.join(f.recipe for f in FITS)}")

@@ -246,8 +246,10 @@ def rollout_weights(model, dtype: torch.dtype | None = None, _linears_uncast: bo
     # Under int8 the linear layers' weights are replaced by int8 copies: a bf16 copy of one would be made and
     # never read (LoRA is still folded into those that have it, in their own dtype). A weight tied to an
     # embedding is copied for the embedding anyway.
-    uncast = ({id(m.weight) for m in base.modules() if type(m) is torch.nn.Linear}
-              - {id(m.weight) for m in base.modules() if isinstance(m, torch.nn.Embedding)}) if _linears_uncast else set()
+    uncast = set()
+    if _linears_uncast:
+        uncast = ({id(m.weight) for m in base.modules() if type(m) is torch.nn.Linear}
+                  - {id(m.weight) for m in base.modules() if isinstance(m, torch.nn.Embedding)})
     holders = [(module, name, param) for module in base.modules() for name, param in module._parameters.items()
                if param is not None and type(param) is torch.nn.Parameter and param.is_floating_point()
                and (id(param) in merged or (cast and id(param) not in uncast))]

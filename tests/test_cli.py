@@ -134,7 +134,7 @@ def test_a_stage_the_recipe_does_not_list_asks_for_its_settings_or_force(tmp_pat
     monkeypatch.chdir(tmp_path)
     ran = []
     monkeypatch.setattr(lowres.train.warmup, "run_warmup", lambda recipe, out: ran.append("warmup"))
-    monkeypatch.setattr(lowres.train.rlvr, "run_rlvr", lambda recipe, model, out, stage, seed=None, **_: ran.append(stage))
+    monkeypatch.setattr(lowres.train.rlvr, "run_rlvr", lambda recipe, model, out, stage, **_: ran.append(stage))
     runner = CliRunner()
     result = runner.invoke(cli, [*command, "--set", f"stages={stages}", "--set", "rlvr.start_from=base"])
     assert result.exit_code == 2, result.output
@@ -159,7 +159,7 @@ def test_the_baseline_of_a_recipe_with_an_rlvr_stage_needs_no_force(tmp_path, mo
 
     monkeypatch.chdir(tmp_path)
     ran = []
-    monkeypatch.setattr(lowres.train.rlvr, "run_rlvr", lambda recipe, model, out, stage, seed=None, **_: ran.append(stage))
+    monkeypatch.setattr(lowres.train.rlvr, "run_rlvr", lambda recipe, model, out, stage, **_: ran.append(stage))
     result = CliRunner().invoke(cli, ["rlvr", "demo", "--no-warmup", "--set", "stages=[warmup, merge, rlvr, eval]"])
     assert result.exit_code == 0, result.output
     assert ran == ["rlvr-no-warmup"]

@@ -478,8 +478,11 @@ def test_a_fit_row_fits_only_when_the_stage_ran_and_reserved_memory_stayed_under
 
     fit = recipe_fit.FITS[2]  # the 0.5B under an 8 GB card's 6.5 GiB
     stage = {"status": "ok", "step_seconds": 1.0, "note": "", "rows_trained_share": 1.0}
-    report = {"stages": [{**stage, "stage": "warmup", "peak_memory": {"gpu_allocated_gib": 3.0, "gpu_reserved_gib": 4.0}},
-                         {**stage, "stage": "rlvr", "peak_memory": {"gpu_allocated_gib": 6.0, "gpu_reserved_gib": 6.6}},
+    def peak(allocated, reserved):
+        return {"gpu_allocated_gib": allocated, "gpu_reserved_gib": reserved}
+
+    report = {"stages": [{**stage, "stage": "warmup", "peak_memory": peak(3.0, 4.0)},
+                         {**stage, "stage": "rlvr", "peak_memory": peak(6.0, 6.6)},
                          {**stage, "stage": "merge", "status": "does not fit", "peak_memory": {}}]}
     rows = recipe_fit.rows_of(fit, "unsloth", report, "")
     assert [(r["stage"], r["fits"]) for r in rows] == [("warmup", True), ("rlvr", False), ("merge", False)]

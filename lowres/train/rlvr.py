@@ -521,7 +521,8 @@ def run_rlvr(recipe: Recipe, model_ref: str | None = None, out_dir: Path | None 
     # one samples and writes; the others then read its samples (the same rows everywhere) and write nothing.
     # The control trains on the same rows as rlvr; its coin-flip reward makes the task's signal check moot.
     with args.main_process_first(local=False, desc="signal check"):
-        rows, check = prepare_rows(recipe, stage, out_dir, given, run_check=stage != "rlvr-random-reward" and not timing_reward,
+        rows, check = prepare_rows(recipe, stage, out_dir, given,
+                                   run_check=stage != "rlvr-random-reward" and not timing_reward,
                                    write=args.process_index == 0, unsloth=hw.backend == "unsloth")
     model, tokenizer = load_trainable(model_ref, hw, cfg.lora, load_in_4bit=cfg.load_in_4bit,
                                       max_seq_length=recipe.model.max_seq_length, seed=seed,
